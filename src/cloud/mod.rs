@@ -1,0 +1,428 @@
+//! The `Cloud` boundary: what the reconciler observes in ECS, EFS, RDS and CloudWatch Logs,
+//! and the idempotent steps it takes there.
+//!
+//! * `observe` is batched from the start: one call observes many instances, and an
+//!   implementation uses the multi-id forms of the describe APIs (ECS DescribeServices takes
+//!   10 services, RDS DescribeDBInstances filters 100 ids, …).
+//! * `apply` executes one [`Step`]. Every step is idempotent: names derive from the instance
+//!   key (`names`), creates carry a [`ClientToken`] derived from (instance, generation,
+//!   step), creating what exists and deleting what is gone both succeed.
+//!
+//! Invariant: only `cloud/` knows how a cloud is called; the reconciler sees these types.
+
+pub mod names;
+pub mod sim;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+use crate::model::{InstanceKey, Timestamp};
+
+#[async_trait]
+pub trait Cloud: Send + Sync + 'static {
+    /// Observes every instance of `keys`; returns one [`Observed`] per key, in order.
+    async fn observe(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Observed>>;
+
+    /// Lists the tasks of the instance's ECS service (ListTasks + DescribeTasks). Costs two
+    /// calls, so the reconciler asks only while a service is changing.
+    async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>>;
+
+    /// Executes one step; idempotent (see the module docs).
+    async fn apply(&self, key: &InstanceKey, step: &Step, token: &ClientToken) -> CloudResult<()>;
+
+    /// How long to wait before looking again at something that is in progress.
+    fn poll_interval(&self, waiting_on: WaitingOn) -> Duration;
+}
+
+pub type CloudResult<T> = Result<T, CloudError>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloudError {
+    /// The service refused the call for rate; retry with backoff.
+    #[error("{service} {operation}: rate exceeded")]
+    Throttled {
+        service: &'static str,
+        operation: &'static str,
+    },
+    /// A 5xx or a timeout; retry with backoff.
+    #[error("{service} {operation}: {message}")]
+    Unavailable {
+        service: &'static str,
+        operation: &'static str,
+        message: String,
+    },
+    /// The resource is in a state that does not allow the call yet (e.g. stopping a DB that
+    /// is still starting); retry later.
+    #[error("{service} {operation}: {message}")]
+    InvalidState {
+        service: &'static str,
+        operation: &'static str,
+        message: String,
+    },
+    /// Retrying will not help until a person acts (access denied, quota, bad parameter).
+    #[error("{service} {operation}: {code}: {message}")]
+    Permanent {
+        service: &'static str,
+        operation: &'static str,
+        code: String,
+        message: String,
+    },
+}
+
+impl CloudError {
+    /// A stable code for status and metrics.
+    pub fn code(&self) -> &str {
+        match self {
+            CloudError::Throttled { .. } => "ThrottlingException",
+            CloudError::Unavailable { .. } => "ServiceUnavailable",
+            CloudError::InvalidState { .. } => "InvalidState",
+            CloudError::Permanent { code, .. } => code,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, CloudError::Permanent { .. })
+    }
+
+    pub fn service(&self) -> &'static str {
+        match self {
+            CloudError::Throttled { service, .. }
+            | CloudError::Unavailable { service, .. }
+            | CloudError::InvalidState { service, .. }
+            | CloudError::Permanent { service, .. } => service,
+        }
+    }
+}
+
+/// Everything the reconciler knows about one instance's cloud resources.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub service: Option<ObservedService>,
+    pub access_point: Option<ObservedAccessPoint>,
+    pub database: Option<ObservedDatabase>,
+    /// The final snapshot taken before deletion, if one exists.
+    pub final_snapshot: Option<ObservedSnapshot>,
+    pub log_group: Option<ObservedLogGroup>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceState {
+    Active,
+    /// Being deleted; ECS stops its tasks, then the service disappears.
+    Draining,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollout {
+    InProgress,
+    Completed,
+    Failed,
+}
+
+impl Rollout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rollout::InProgress => "IN_PROGRESS",
+            Rollout::Completed => "COMPLETED",
+            Rollout::Failed => "FAILED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedService {
+    pub name: String,
+    pub arn: String,
+    pub state: ServiceState,
+    pub desired_count: u32,
+    pub running_count: u32,
+    pub pending_count: u32,
+    /// Container image of the primary deployment.
+    pub image: String,
+    /// Rollout state of the primary deployment.
+    pub rollout: Rollout,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedTask {
+    pub id: String,
+    /// ECS `lastStatus`: PROVISIONING, PENDING, RUNNING, DEACTIVATING, STOPPING.
+    pub last_status: String,
+    /// ECS `healthStatus`: HEALTHY, UNHEALTHY, UNKNOWN.
+    pub health: String,
+    pub started_at: Option<Timestamp>,
+    pub image: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessPointState {
+    Creating,
+    Available,
+    Deleting,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedAccessPoint {
+    pub id: String,
+    pub arn: String,
+    pub state: AccessPointState,
+}
+
+/// RDS DB instance status words the reconciler distinguishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbState {
+    Creating,
+    Available,
+    Modifying,
+    BackingUp,
+    Stopping,
+    Stopped,
+    Starting,
+    Deleting,
+    Failed,
+    /// Any other RDS status (e.g. `maintenance`): wait and look again.
+    Other(String),
+}
+
+impl DbState {
+    /// RDS's own word for it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            DbState::Creating => "creating",
+            DbState::Available => "available",
+            DbState::Modifying => "modifying",
+            DbState::BackingUp => "backing-up",
+            DbState::Stopping => "stopping",
+            DbState::Stopped => "stopped",
+            DbState::Starting => "starting",
+            DbState::Deleting => "deleting",
+            DbState::Failed => "failed",
+            DbState::Other(s) => s,
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "creating" => DbState::Creating,
+            "available" => DbState::Available,
+            "modifying" => DbState::Modifying,
+            "backing-up" => DbState::BackingUp,
+            "stopping" => DbState::Stopping,
+            "stopped" => DbState::Stopped,
+            "starting" => DbState::Starting,
+            "deleting" => DbState::Deleting,
+            "failed" => DbState::Failed,
+            other => DbState::Other(other.to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedDatabase {
+    pub identifier: String,
+    pub arn: String,
+    pub state: DbState,
+    pub endpoint: Option<String>,
+    pub instance_class: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotState {
+    Creating,
+    Available,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedSnapshot {
+    pub id: String,
+    pub arn: String,
+    pub state: SnapshotState,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedLogGroup {
+    pub name: String,
+    pub arn: String,
+}
+
+/// One idempotent change in the cloud. Names come from [`names::ResourceNames`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    CreateLogGroup {
+        name: String,
+        retention_days: u32,
+    },
+    CreateAccessPoint {
+        root_path: String,
+    },
+    CreateDatabase {
+        identifier: String,
+        instance_class: String,
+        allocated_storage_gb: u32,
+    },
+    ModifyDatabase {
+        identifier: String,
+        instance_class: String,
+    },
+    StartDatabase {
+        identifier: String,
+    },
+    StopDatabase {
+        identifier: String,
+    },
+    CreateService {
+        name: String,
+        desired_count: u32,
+        image: String,
+        access_point_id: String,
+        db_endpoint: String,
+    },
+    UpdateService {
+        name: String,
+        desired_count: u32,
+        image: String,
+    },
+    DeleteService {
+        name: String,
+    },
+    DeleteAccessPoint {
+        id: String,
+    },
+    SnapshotDatabase {
+        identifier: String,
+        snapshot_id: String,
+    },
+    /// Only ever planned once `final_snapshot_id` exists and is available.
+    DeleteDatabase {
+        identifier: String,
+        final_snapshot_id: String,
+    },
+    DeleteLogGroup {
+        name: String,
+    },
+}
+
+impl Step {
+    /// A stable name for logs, tokens, metrics and status.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::CreateLogGroup { .. } => "CreateLogGroup",
+            Step::CreateAccessPoint { .. } => "CreateAccessPoint",
+            Step::CreateDatabase { .. } => "CreateDatabase",
+            Step::ModifyDatabase { .. } => "ModifyDatabase",
+            Step::StartDatabase { .. } => "StartDatabase",
+            Step::StopDatabase { .. } => "StopDatabase",
+            Step::CreateService { .. } => "CreateService",
+            Step::UpdateService { .. } => "UpdateService",
+            Step::DeleteService { .. } => "DeleteService",
+            Step::DeleteAccessPoint { .. } => "DeleteAccessPoint",
+            Step::SnapshotDatabase { .. } => "SnapshotDatabase",
+            Step::DeleteDatabase { .. } => "DeleteDatabase",
+            Step::DeleteLogGroup { .. } => "DeleteLogGroup",
+        }
+    }
+
+    /// The name or id of the resource the step acts on.
+    pub fn target(&self) -> &str {
+        match self {
+            Step::CreateLogGroup { name, .. }
+            | Step::CreateService { name, .. }
+            | Step::UpdateService { name, .. }
+            | Step::DeleteService { name }
+            | Step::DeleteLogGroup { name } => name,
+            Step::CreateAccessPoint { root_path } => root_path,
+            Step::DeleteAccessPoint { id } => id,
+            Step::CreateDatabase { identifier, .. }
+            | Step::ModifyDatabase { identifier, .. }
+            | Step::StartDatabase { identifier }
+            | Step::StopDatabase { identifier }
+            | Step::DeleteDatabase { identifier, .. } => identifier,
+            Step::SnapshotDatabase { snapshot_id, .. } => snapshot_id,
+        }
+    }
+
+    /// Steps that destroy a resource. The planner emits them only for a deleted instance.
+    pub fn is_destructive(&self) -> bool {
+        matches!(
+            self,
+            Step::DeleteService { .. }
+                | Step::DeleteAccessPoint { .. }
+                | Step::DeleteDatabase { .. }
+                | Step::DeleteLogGroup { .. }
+        )
+    }
+}
+
+/// What a converging instance is waiting for; decides how soon to look again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitingOn {
+    /// RDS create / start / stop / modify / delete.
+    Database,
+    /// RDS snapshot.
+    Snapshot,
+    AccessPoint,
+    /// ECS tasks starting, stopping or rolling.
+    Tasks,
+    /// ECS service draining before it disappears.
+    Service,
+}
+
+/// An idempotency token for a create call, derived from the instance, its incarnation
+/// (creation time: a deleted-and-recreated instance must not reuse its predecessor's
+/// tokens) and the step's target, never from the clock, so a retried or restarted pass
+/// sends the same token for the same resource.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientToken(String);
+
+impl ClientToken {
+    pub fn derive(key: &InstanceKey, incarnation: i64, step: &Step) -> Self {
+        let mut h = Sha256::new();
+        for part in [key.path().as_str(), step.name(), step.target()] {
+            h.update(part.as_bytes());
+            h.update(b"\0");
+        }
+        h.update(incarnation.to_be_bytes());
+        let hex: String = h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Self(hex)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_tokens_are_deterministic_and_distinct() {
+        let k = InstanceKey::from_strs("t1", "blog");
+        let step = Step::CreateAccessPoint {
+            root_path: "/tenants/t1/blog".into(),
+        };
+        let other = Step::CreateLogGroup {
+            name: "x".into(),
+            retention_days: 30,
+        };
+        let t = |inc, s: &Step| ClientToken::derive(&k, inc, s);
+        assert_eq!(t(1, &step), t(1, &step));
+        assert_ne!(t(1, &step), t(2, &step), "a new incarnation gets new tokens");
+        assert_ne!(t(1, &step), t(1, &other));
+        assert_eq!(t(1, &step).as_str().len(), 32);
+    }
+
+    #[test]
+    fn db_states_round_trip_rds_words() {
+        for w in ["creating", "available", "stopped", "backing-up", "maintenance"] {
+            assert_eq!(DbState::parse(w).as_str(), w);
+        }
+    }
+}

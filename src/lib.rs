@@ -1,0 +1,16 @@
+//! wpfleet: a desired-state reconciliation controller for hosted WordPress instances.
+//!
+//! The API records only *desired state*; a reconciler converges the cloud towards it and
+//! writes what it observed into each instance's status.
+//!
+//! # Layout
+//! * `model`: the `Instance` resource, conditions, validation. No I/O.
+//! * `store`: the `Store` trait (desired state + status) and its embedded implementation.
+//! * `cloud`: the `Cloud` trait (observe + idempotent steps) and the simulated cloud.
+//! * `reconcile`: the pure `plan()`, the work queue, and the runner that drives them.
+//! * `api`: the HTTP API (axum); only ever writes desired state.
+//! * `server`: wires the pieces together for `wpfleet serve`.
+
+pub mod model;
+pub mod store;
+pub mod cloud;

@@ -1,0 +1,388 @@
+//! The `Instance` resource: identity, metadata, desired `spec`, observed `status`.
+//!
+//! These types are the storage format. The API renders them through `api::views`, which adds
+//! `_links` and hides store-internal fields such as a pending reconcile request.
+//!
+//! Invariants (kept by the store, relied on everywhere):
+//! * `metadata.generation` rises by one on every change of `spec` or of
+//!   `metadata.deletionRequestedAt`, and never on a status write;
+//! * `metadata.deletionRequestedAt`, once set, is never unset;
+//! * `status` is written only by the reconciler.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::condition::Condition;
+use super::ids::{InstanceId, InstanceKey, TenantId};
+
+/// A point in time, always UTC, always millisecond precision on the wire.
+pub type Timestamp = DateTime<Utc>;
+
+/// Now, truncated to milliseconds so that what we store is what we print.
+pub fn now() -> Timestamp {
+    let t = Utc::now();
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    pub tenant_id: TenantId,
+    pub instance_id: InstanceId,
+    pub metadata: Metadata,
+    pub spec: Spec,
+    pub status: Status,
+}
+
+impl Instance {
+    /// A new record as the store will first persist it (generation 1, empty status).
+    pub fn new(key: InstanceKey, spec: Spec, at: Timestamp) -> Self {
+        Self {
+            tenant_id: key.tenant_id,
+            instance_id: key.instance_id,
+            metadata: Metadata {
+                generation: 1,
+                resource_version: String::new(),
+                created_at: at,
+                updated_at: at,
+                deletion_requested_at: None,
+                reconcile_request: None,
+            },
+            spec,
+            status: Status::default(),
+        }
+    }
+
+    pub fn key(&self) -> InstanceKey {
+        InstanceKey::new(self.tenant_id.clone(), self.instance_id.clone())
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.metadata.deletion_requested_at.is_some()
+    }
+
+    /// The desired state has been reached for the current generation.
+    pub fn is_converged(&self) -> bool {
+        self.status.observed_generation >= self.metadata.generation
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    pub generation: u64,
+    /// Opaque; changes on every write of spec or metadata (not on status writes, so a
+    /// client's `If-Match` is not invalidated by the reconciler's bookkeeping).
+    pub resource_version: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deletion_requested_at: Option<Timestamp>,
+    /// Store-internal: a reconcile-now request not yet handled. Not part of the API view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_request: Option<ReconcileRequest>,
+}
+
+/// An operator's request to reconcile now; echoed in `status.lastHandledReconcileRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileRequest {
+    pub request_id: String,
+    pub requested_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Tier {
+    Standard,
+    Professional,
+    Enterprise,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Standard, Tier::Professional, Tier::Enterprise];
+
+    /// Most tasks an instance of this tier may run. The floor is [`MIN_DESIRED_COUNT`] for all.
+    pub fn max_desired_count(self) -> u32 {
+        match self {
+            Tier::Standard => 4,
+            Tier::Professional => 6,
+            Tier::Enterprise => MAX_DESIRED_COUNT,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Standard => "STANDARD",
+            Tier::Professional => "PROFESSIONAL",
+            Tier::Enterprise => "ENTERPRISE",
+        }
+    }
+}
+
+/// Two tasks is the platform's floor: one task per availability zone.
+pub const MIN_DESIRED_COUNT: u32 = 2;
+pub const MAX_DESIRED_COUNT: u32 = 10;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DesiredState {
+    #[default]
+    Active,
+    Suspended,
+}
+
+impl DesiredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredState::Active => "ACTIVE",
+            DesiredState::Suspended => "SUSPENDED",
+        }
+    }
+}
+
+/// The desired state of an instance. Unknown fields are rejected so a typo in a manifest is
+/// an error, not a silently ignored setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Spec {
+    pub organization_name: String,
+    pub contact_email: String,
+    pub tier: Tier,
+    #[serde(default)]
+    pub state: DesiredState,
+    #[serde(default)]
+    pub configuration: Configuration,
+    /// Set by `POST …/restore`; a restore from this backup is wanted.
+    #[serde(default)]
+    pub restore: Option<RestoreSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Configuration {
+    #[serde(default = "default_desired_count")]
+    pub desired_count: u32,
+    #[serde(default = "default_wordpress_version")]
+    pub wordpress_version: String,
+    #[serde(default = "default_php_version")]
+    pub php_version: String,
+}
+
+fn default_desired_count() -> u32 {
+    MIN_DESIRED_COUNT
+}
+fn default_wordpress_version() -> String {
+    "6.5".into()
+}
+fn default_php_version() -> String {
+    "8.2".into()
+}
+
+impl Default for Configuration {
+    fn default() -> Self {
+        Self {
+            desired_count: default_desired_count(),
+            wordpress_version: default_wordpress_version(),
+            php_version: default_php_version(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreSpec {
+    pub backup_id: String,
+    pub request_id: String,
+}
+
+/// The platform's lifecycle names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Phase {
+    #[default]
+    PendingProvisioning,
+    Provisioning,
+    Active,
+    Scaling,
+    Suspending,
+    Suspended,
+    Resuming,
+    Restoring,
+    Deprovisioning,
+    Deprovisioned,
+    Failed,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 11] = [
+        Phase::PendingProvisioning,
+        Phase::Provisioning,
+        Phase::Active,
+        Phase::Scaling,
+        Phase::Suspending,
+        Phase::Suspended,
+        Phase::Resuming,
+        Phase::Restoring,
+        Phase::Deprovisioning,
+        Phase::Deprovisioned,
+        Phase::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::PendingProvisioning => "PENDING_PROVISIONING",
+            Phase::Provisioning => "PROVISIONING",
+            Phase::Active => "ACTIVE",
+            Phase::Scaling => "SCALING",
+            Phase::Suspending => "SUSPENDING",
+            Phase::Suspended => "SUSPENDED",
+            Phase::Resuming => "RESUMING",
+            Phase::Restoring => "RESTORING",
+            Phase::Deprovisioning => "DEPROVISIONING",
+            Phase::Deprovisioned => "DEPROVISIONED",
+            Phase::Failed => "FAILED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub phase: Phase,
+    /// The newest generation whose desired state has been fully reached.
+    pub observed_generation: u64,
+    pub conditions: Vec<Condition>,
+    pub replicas: Replicas,
+    pub resources: Resources,
+    pub last_reconcile_at: Option<Timestamp>,
+    pub last_handled_reconcile_request: Option<String>,
+    pub last_error: Option<LastError>,
+}
+
+/// ECS task counts as last seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replicas {
+    pub desired: u32,
+    pub running: u32,
+    pub pending: u32,
+}
+
+/// What the reconciler found or created, by id. Each entry is absent until seen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_point: Option<ResourceRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_group: Option<ResourceRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_snapshot: Option<ResourceRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRef {
+    pub id: String,
+    pub arn: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseStatus {
+    pub id: String,
+    pub arn: String,
+    /// RDS's own status word (`available`, `stopped`, …).
+    pub status: String,
+    pub endpoint: Option<String>,
+    pub instance_class: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub name: String,
+    pub arn: String,
+    pub image: String,
+    /// `COMPLETED`, `IN_PROGRESS` or `FAILED`, as ECS reports its primary deployment.
+    pub deployment_status: String,
+    /// `HEALTHY`, `DEGRADED`, `UNHEALTHY` or `UNKNOWN`, derived from the tasks.
+    pub health_status: String,
+    /// Tasks as of the last pass that listed them: the reconciler lists tasks while the
+    /// service is changing and when its counts change, not on every steady-state resync
+    /// (that would cost two ECS calls per instance per resync).
+    pub tasks: Vec<TaskStatus>,
+    pub tasks_observed_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    pub id: String,
+    /// ECS `lastStatus`: `PROVISIONING`, `PENDING`, `RUNNING`, `DEACTIVATING`, `STOPPING`.
+    pub status: String,
+    /// ECS `healthStatus`: `HEALTHY`, `UNHEALTHY`, `UNKNOWN`.
+    pub health: String,
+    pub started_at: Option<Timestamp>,
+}
+
+/// The error of the last pass, if it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastError {
+    /// A stable code, e.g. `ThrottlingException`, `ServiceUnavailable`, `InvalidParameter`.
+    pub code: String,
+    pub message: String,
+    /// The step that failed, if a step did.
+    pub step: Option<String>,
+    /// Whether the reconciler expects a retry to succeed without a person acting.
+    pub retryable: bool,
+    pub at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_defaults_and_rejects_unknown_fields() {
+        let s: Spec = serde_json::from_str(
+            r#"{"organizationName":"Acme","contactEmail":"a@b.co","tier":"STANDARD"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.state, DesiredState::Active);
+        assert_eq!(s.configuration, Configuration::default());
+        assert!(
+            serde_json::from_str::<Spec>(
+                r#"{"organizationName":"Acme","contactEmail":"a@b.co","tier":"STANDARD","x":1}"#
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_str::<Spec>(
+                r#"{"organizationName":"Acme","contactEmail":"a@b.co","tier":"GOLD"}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn timestamps_have_millisecond_precision_on_the_wire() {
+        let t = now();
+        let json = serde_json::to_string(&t).unwrap();
+        // "2026-11-25T09:28:53.123Z" (or without the fraction on an exact second)
+        assert!(json.ends_with("Z\""), "{json}");
+        assert!(json.len() <= 26, "{json}");
+    }
+
+    #[test]
+    fn phases_serialize_with_platform_names() {
+        for p in Phase::ALL {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
+    }
+}
