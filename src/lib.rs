@@ -11,6 +11,10 @@
 //! * `api`: the HTTP API (axum); only ever writes desired state.
 //! * `server`: wires the pieces together for `wpfleet serve`.
 
-pub mod model;
-pub mod store;
+pub mod api;
 pub mod cloud;
+pub mod model;
+pub mod reconcile;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -369,6 +369,8 @@ pub enum WaitingOn {
     Tasks,
     /// ECS service draining before it disappears.
     Service,
+    /// CloudWatch Logs: changes are immediate; look again soon.
+    LogGroup,
 }
 
 /// An idempotency token for a create call, derived from the instance, its incarnation
@@ -414,14 +416,24 @@ mod tests {
         };
         let t = |inc, s: &Step| ClientToken::derive(&k, inc, s);
         assert_eq!(t(1, &step), t(1, &step));
-        assert_ne!(t(1, &step), t(2, &step), "a new incarnation gets new tokens");
+        assert_ne!(
+            t(1, &step),
+            t(2, &step),
+            "a new incarnation gets new tokens"
+        );
         assert_ne!(t(1, &step), t(1, &other));
         assert_eq!(t(1, &step).as_str().len(), 32);
     }
 
     #[test]
     fn db_states_round_trip_rds_words() {
-        for w in ["creating", "available", "stopped", "backing-up", "maintenance"] {
+        for w in [
+            "creating",
+            "available",
+            "stopped",
+            "backing-up",
+            "maintenance",
+        ] {
             assert_eq!(DbState::parse(w).as_str(), w);
         }
     }

@@ -90,7 +90,10 @@ mod tests {
         assert_eq!(n.final_snapshot, format!("{}-final", n.database));
         assert_eq!(n.log_group, "/wpfleet/t1/blog");
         assert_eq!(n.access_point_root, "/tenants/t1/blog");
-        assert_eq!(n, ResourceNames::for_key(&InstanceKey::from_strs("t1", "blog")));
+        assert_eq!(
+            n,
+            ResourceNames::for_key(&InstanceKey::from_strs("t1", "blog"))
+        );
     }
 
     #[test]
@@ -105,7 +108,11 @@ mod tests {
     #[test]
     fn longest_ids_still_give_valid_rds_identifiers() {
         let long = "a-".repeat(31) + "a"; // 63 chars, hyphen at every truncation point
-        for (t, i) in [(long.as_str(), long.as_str()), ("t1", "blog"), ("x", long.as_str())] {
+        for (t, i) in [
+            (long.as_str(), long.as_str()),
+            ("t1", "blog"),
+            ("x", long.as_str()),
+        ] {
             let n = ResourceNames::for_key(&InstanceKey::from_strs(t, i));
             assert!(valid_rds_identifier(&n.database), "{}", n.database);
         }

@@ -126,14 +126,17 @@ mod tests {
     #[test]
     fn transition_time_changes_only_when_status_flips() {
         let mut cs = vec![];
-        let ready = |st: bool, reason: &str| {
-            ConditionUpdate::new(ConditionType::Ready, st, reason, "m")
-        };
+        let ready =
+            |st: bool, reason: &str| ConditionUpdate::new(ConditionType::Ready, st, reason, "m");
         set_condition(&mut cs, ready(false, "Provisioning"), t(0));
         assert_eq!(cs[0].last_transition_time, t(0));
 
         set_condition(&mut cs, ready(false, "WaitingForTasks"), t(10));
-        assert_eq!(cs[0].last_transition_time, t(0), "same status keeps the time");
+        assert_eq!(
+            cs[0].last_transition_time,
+            t(0),
+            "same status keeps the time"
+        );
         assert_eq!(cs[0].reason, "WaitingForTasks");
 
         set_condition(&mut cs, ready(true, "Active"), t(20));
@@ -145,7 +148,11 @@ mod tests {
     #[test]
     fn conditions_keep_a_stable_order_and_one_per_type() {
         let mut cs = vec![];
-        for ty in [ConditionType::Degraded, ConditionType::Ready, ConditionType::Synced] {
+        for ty in [
+            ConditionType::Degraded,
+            ConditionType::Ready,
+            ConditionType::Synced,
+        ] {
             set_condition(&mut cs, ConditionUpdate::new(ty, true, "R", "m"), t(0));
         }
         set_condition(

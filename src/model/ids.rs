@@ -145,7 +145,10 @@ impl InstanceKey {
     /// Inverse of [`InstanceKey::path`].
     pub fn parse_path(s: &str) -> Option<Self> {
         let (t, i) = s.split_once('/')?;
-        Some(Self::new(TenantId::parse(t).ok()?, InstanceId::parse(i).ok()?))
+        Some(Self::new(
+            TenantId::parse(t).ok()?,
+            InstanceId::parse(i).ok()?,
+        ))
     }
 }
 
@@ -172,8 +175,22 @@ mod tests {
         let long = "a".repeat(64);
         let huge = "a".repeat(10_000);
         for bad in [
-            "", "-a", "a-", "a--b", "A", "a_b", "a/b", "..", "../etc", "a.b", "é", "a b", "аbc", // Cyrillic a
-            "a\u{200b}b", &long, &huge,
+            "",
+            "-a",
+            "a-",
+            "a--b",
+            "A",
+            "a_b",
+            "a/b",
+            "..",
+            "../etc",
+            "a.b",
+            "é",
+            "a b",
+            "аbc", // Cyrillic a
+            "a\u{200b}b",
+            &long,
+            &huge,
         ] {
             assert!(TenantId::parse(bad).is_err(), "{bad:?}");
             assert!(InstanceId::parse(bad).is_err(), "{bad:?}");

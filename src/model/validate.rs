@@ -87,10 +87,7 @@ pub fn check_desired_count(tier: super::Tier, n: u32) -> Result<(), String> {
         ));
     }
     if n > max {
-        return Err(format!(
-            "tier {} allows at most {max} tasks",
-            tier.as_str()
-        ));
+        return Err(format!("tier {} allows at most {max} tasks", tier.as_str()));
     }
     Ok(())
 }
@@ -146,19 +143,44 @@ mod tests {
 
     #[test]
     fn each_rule_names_its_field() {
-        let cases: Vec<(fn(&mut Spec), &str)> = vec![
+        type Case = (fn(&mut Spec), &'static str);
+        let cases: Vec<Case> = vec![
             (|s| s.organization_name = "  ".into(), "organizationName"),
-            (|s| s.organization_name = "x".repeat(201), "organizationName"),
-            (|s| s.organization_name = "a\u{0}b".into(), "organizationName"),
+            (
+                |s| s.organization_name = "x".repeat(201),
+                "organizationName",
+            ),
+            (
+                |s| s.organization_name = "a\u{0}b".into(),
+                "organizationName",
+            ),
             (|s| s.contact_email = "nope".into(), "contactEmail"),
             (|s| s.contact_email = "a@b".into(), "contactEmail"),
             (|s| s.contact_email = "a b@c.d".into(), "contactEmail"),
-            (|s| s.configuration.desired_count = 1, "configuration.desiredCount"),
-            (|s| s.configuration.desired_count = 11, "configuration.desiredCount"),
-            (|s| s.configuration.desired_count = 5, "configuration.desiredCount"), // STANDARD max 4
-            (|s| s.configuration.wordpress_version = "latest".into(), "configuration.wordpressVersion"),
-            (|s| s.configuration.wordpress_version = "6".into(), "configuration.wordpressVersion"),
-            (|s| s.configuration.php_version = "7.4".into(), "configuration.phpVersion"),
+            (
+                |s| s.configuration.desired_count = 1,
+                "configuration.desiredCount",
+            ),
+            (
+                |s| s.configuration.desired_count = 11,
+                "configuration.desiredCount",
+            ),
+            (
+                |s| s.configuration.desired_count = 5,
+                "configuration.desiredCount",
+            ), // STANDARD max 4
+            (
+                |s| s.configuration.wordpress_version = "latest".into(),
+                "configuration.wordpressVersion",
+            ),
+            (
+                |s| s.configuration.wordpress_version = "6".into(),
+                "configuration.wordpressVersion",
+            ),
+            (
+                |s| s.configuration.php_version = "7.4".into(),
+                "configuration.phpVersion",
+            ),
         ];
         for (mutate, field) in cases {
             let mut s = spec();

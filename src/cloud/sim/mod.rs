@@ -111,10 +111,20 @@ impl Cloud for SimCloud {
     async fn describe_tasks(&self, _key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
         todo!()
     }
-    async fn apply(&self, _key: &InstanceKey, _step: &Step, _token: &ClientToken) -> CloudResult<()> {
+    async fn apply(
+        &self,
+        _key: &InstanceKey,
+        _step: &Step,
+        _token: &ClientToken,
+    ) -> CloudResult<()> {
         todo!()
     }
     fn poll_interval(&self, _waiting_on: WaitingOn) -> Duration {
+        todo!()
+    }
+}
+impl Default for SimConfig {
+    fn default() -> Self {
         todo!()
     }
 }

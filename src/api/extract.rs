@@ -1,0 +1,214 @@
+//! Extractors that turn bad input into our typed errors instead of axum's plain-text ones.
+//!
+//! * [`JsonBody`]: size-limited, content-type checked, and deserialized with the failing
+//!   field's path in the error (`configuration.desiredCount: invalid type …`).
+//! * [`InstancePath`] / [`TenantPath`]: validated ids.
+//! * [`ApiQuery`]: query strings.
+//! * [`IfMatch`]: the optional optimistic-concurrency precondition.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::model::{InstanceId, InstanceKey, TenantId};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Error messages quote user input at most this long.
+const MAX_MESSAGE: usize = 300;
+
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The raw body, after the same checks as [`JsonBody`]; for handlers that look at the
+/// JSON before choosing a type (PUT accepts a bare spec or a whole resource).
+pub struct JsonValue(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonValue {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(JsonValue)
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    check_content_type(req.headers())?;
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+        } else {
+            ApiError::field("body", "the request body could not be read")
+        }
+    })?;
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::field(
+            "body",
+            "the request body is empty; expected a JSON object",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// JSON only; a missing Content-Type is accepted because many clients omit it.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let mime = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || mime.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type must be application/json (got {})",
+            truncate(&mime)
+        )))
+    }
+}
+
+/// Deserializes with the path of the failing field in the error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(de).map_err(path_error)?;
+    Ok(value)
+}
+
+/// Deserializes an already-parsed value, again naming the failing field.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(path_error)
+}
+
+fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    let field = if path == "." || path.is_empty() {
+        "body".to_owned()
+    } else {
+        path
+    };
+    ApiError::field(field, truncate(&e.inner().to_string()))
+}
+
+pub fn truncate(s: &str) -> String {
+    if s.len() <= MAX_MESSAGE {
+        return s.to_owned();
+    }
+    let mut end = MAX_MESSAGE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+pub fn parse_tenant(s: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(s).map_err(|e| ApiError::field("tenantId", e.to_string()))
+}
+
+pub fn parse_instance(s: &str) -> Result<InstanceId, ApiError> {
+    InstanceId::parse(s).map_err(|e| ApiError::field("instanceId", e.to_string()))
+}
+
+/// `/tenants/{tenantId}/…`
+pub struct TenantPath(pub TenantId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TenantPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::field("path", "path parameters are not valid UTF-8"))?;
+        let tenant = param(&params, "tenantId")?;
+        Ok(TenantPath(parse_tenant(tenant)?))
+    }
+}
+
+/// `/tenants/{tenantId}/instances/{instanceId}/…`
+pub struct InstancePath(pub InstanceKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::field("path", "path parameters are not valid UTF-8"))?;
+        let tenant = parse_tenant(param(&params, "tenantId")?)?;
+        let instance = parse_instance(param(&params, "instanceId")?)?;
+        Ok(InstancePath(InstanceKey::new(tenant, instance)))
+    }
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str, ApiError> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| ApiError::Internal(format!("route has no {name} parameter")))
+}
+
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::field("query", truncate(&e.body_text())))
+    }
+}
+
+/// `If-Match`: absent means "no precondition". `*` matches any existing record.
+pub struct IfMatch(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Some(raw) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(IfMatch(None));
+        };
+        let raw = raw
+            .to_str()
+            .map_err(|_| ApiError::field("If-Match", "must be an ETag such as \"42\""))?
+            .trim();
+        if raw == "*" {
+            return Ok(IfMatch(None));
+        }
+        let tag = raw.strip_prefix("W/").unwrap_or(raw);
+        let version = tag
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .filter(|v| !v.is_empty() && !v.contains('"'))
+            .ok_or_else(|| ApiError::field("If-Match", "must be an ETag such as \"42\""))?;
+        Ok(IfMatch(Some(version.to_owned())))
+    }
+}

@@ -1,0 +1,261 @@
+//! What the API returns: the stored records rendered for users, with HATEOAS `_links`.
+//!
+//! Invariant: `_links` show only what is valid from the current state (no `resume` on an
+//! active instance, nothing but `self`/`status` on a deleted one), so a client can follow
+//! links without knowing the lifecycle rules.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::model::{
+    Condition, DesiredState, Instance, InstanceKey, Phase, Spec, Status, TaskStatus, TenantId,
+    Timestamp,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Link {
+    pub href: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'static str>,
+}
+
+pub type Links = BTreeMap<&'static str, Link>;
+
+fn get(href: String) -> Link {
+    Link { href, method: None }
+}
+
+fn verb(href: String, method: &'static str) -> Link {
+    Link {
+        href,
+        method: Some(method),
+    }
+}
+
+pub fn instance_href(key: &InstanceKey) -> String {
+    format!(
+        "/v1.0/tenants/{}/instances/{}",
+        key.tenant_id, key.instance_id
+    )
+}
+
+pub fn collection_href(tenant: &TenantId) -> String {
+    format!("/v1.0/tenants/{tenant}/instances")
+}
+
+/// A strong ETag for a resourceVersion.
+pub fn etag(resource_version: &str) -> String {
+    format!("\"{resource_version}\"")
+}
+
+/// Links valid for the instance in its current state.
+pub fn instance_links(inst: &Instance) -> Links {
+    let key = inst.key();
+    let base = instance_href(&key);
+    let mut links = Links::new();
+    links.insert("self", get(base.clone()));
+    links.insert("status", get(format!("{base}/status")));
+    links.insert("collection", get(collection_href(&key.tenant_id)));
+    if inst.is_deleted() {
+        return links;
+    }
+    links.insert("update", verb(base.clone(), "PUT"));
+    links.insert("delete", verb(base.clone(), "DELETE"));
+    links.insert("reconcile", verb(format!("{base}/reconcile"), "POST"));
+    links
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataView<'a> {
+    pub generation: u64,
+    pub resource_version: &'a str,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deletion_requested_at: Option<Timestamp>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceView<'a> {
+    pub tenant_id: &'a TenantId,
+    pub instance_id: &'a str,
+    pub metadata: MetadataView<'a>,
+    pub spec: &'a Spec,
+    pub status: &'a Status,
+    #[serde(rename = "_links")]
+    pub links: Links,
+}
+
+impl<'a> InstanceView<'a> {
+    pub fn new(inst: &'a Instance) -> Self {
+        Self {
+            tenant_id: &inst.tenant_id,
+            instance_id: inst.instance_id.as_str(),
+            metadata: MetadataView {
+                generation: inst.metadata.generation,
+                resource_version: &inst.metadata.resource_version,
+                created_at: inst.metadata.created_at,
+                updated_at: inst.metadata.updated_at,
+                deletion_requested_at: inst.metadata.deletion_requested_at,
+            },
+            spec: &inst.spec,
+            status: &inst.status,
+            links: instance_links(inst),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListView<'a> {
+    pub instances: Vec<InstanceView<'a>>,
+    pub next_token: Option<String>,
+    #[serde(rename = "_links")]
+    pub links: Links,
+}
+
+/// `GET …/status`: the observed state, flattened the way the platform's status call was.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView<'a> {
+    pub tenant_id: &'a TenantId,
+    pub instance_id: &'a str,
+    pub phase: Phase,
+    pub desired_state: DesiredState,
+    pub desired_count: u32,
+    pub running_count: u32,
+    pub pending_count: u32,
+    pub deployment_status: &'a str,
+    pub health_status: &'a str,
+    pub tasks: &'a [TaskStatus],
+    pub tasks_observed_at: Option<Timestamp>,
+    pub conditions: &'a [Condition],
+    pub observed_generation: u64,
+    pub generation: u64,
+    pub last_reconcile_at: Option<Timestamp>,
+    pub last_error: Option<&'a crate::model::LastError>,
+    #[serde(rename = "_links")]
+    pub links: Links,
+}
+
+impl<'a> StatusView<'a> {
+    pub fn new(inst: &'a Instance) -> Self {
+        let s = &inst.status;
+        let svc = s.resources.service.as_ref();
+        Self {
+            tenant_id: &inst.tenant_id,
+            instance_id: inst.instance_id.as_str(),
+            phase: s.phase,
+            desired_state: inst.spec.state,
+            desired_count: s.replicas.desired,
+            running_count: s.replicas.running,
+            pending_count: s.replicas.pending,
+            deployment_status: svc.map_or("NONE", |v| v.deployment_status.as_str()),
+            health_status: svc.map_or("UNKNOWN", |v| v.health_status.as_str()),
+            tasks: svc.map_or(&[], |v| v.tasks.as_slice()),
+            tasks_observed_at: svc.and_then(|v| v.tasks_observed_at),
+            conditions: &s.conditions,
+            observed_generation: s.observed_generation,
+            generation: inst.metadata.generation,
+            last_reconcile_at: s.last_reconcile_at,
+            last_error: s.last_error.as_ref(),
+            links: instance_links(inst),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Configuration, Tier, now};
+
+    fn inst() -> Instance {
+        let spec = Spec {
+            organization_name: "Acme".into(),
+            contact_email: "ops@acme.example".into(),
+            tier: Tier::Standard,
+            state: DesiredState::Active,
+            configuration: Configuration::default(),
+            restore: None,
+        };
+        let mut i = Instance::new(InstanceKey::from_strs("t1", "blog"), spec, now());
+        i.metadata.resource_version = "7".into();
+        i.metadata.reconcile_request = Some(crate::model::ReconcileRequest {
+            request_id: "secret-internal".into(),
+            requested_at: now(),
+        });
+        i
+    }
+
+    #[test]
+    fn the_view_has_exactly_the_documented_shape() {
+        let v = serde_json::to_value(InstanceView::new(&inst())).unwrap();
+        let top: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            top,
+            [
+                "_links",
+                "instanceId",
+                "metadata",
+                "spec",
+                "status",
+                "tenantId"
+            ]
+        );
+        let meta: Vec<&str> = v["metadata"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            meta,
+            [
+                "createdAt",
+                "deletionRequestedAt",
+                "generation",
+                "resourceVersion",
+                "updatedAt"
+            ]
+        );
+        let status: Vec<&str> = v["status"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            status,
+            [
+                "conditions",
+                "lastError",
+                "lastHandledReconcileRequest",
+                "lastReconcileAt",
+                "observedGeneration",
+                "phase",
+                "replicas",
+                "resources"
+            ]
+        );
+        assert_eq!(v["status"]["phase"], "PENDING_PROVISIONING");
+        assert_eq!(v["status"]["resources"], serde_json::json!({}));
+        assert_eq!(
+            v["_links"]["self"]["href"],
+            "/v1.0/tenants/t1/instances/blog"
+        );
+        assert!(!v.to_string().contains("secret-internal"));
+    }
+
+    #[test]
+    fn a_deleted_instance_links_only_to_reads() {
+        let mut i = inst();
+        i.metadata.deletion_requested_at = Some(now());
+        let links = instance_links(&i);
+        assert_eq!(
+            links.keys().copied().collect::<Vec<_>>(),
+            ["collection", "self", "status"]
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! The reconciler: converges the cloud towards each instance's desired state.
+//!
+//! * `plan`: the pure `plan(desired, observed) -> Plan`;
+//! * `status`: the pure composition of the status a pass writes back;
+//! * `queue`: the per-key work queue (dedup, one pass per key, backoff, priorities);
+//! * `runner`: the shell that observes in batches, executes steps and writes status.
+
+pub mod plan;
+mod queue;
+mod runner;
+pub mod status;
+
+pub use queue::{Backoff, Outcome, Priority, QueueStats, WorkQueue};
+pub use runner::{Reconciler, RunConfig, Trigger};

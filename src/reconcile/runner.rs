@@ -1,0 +1,404 @@
+//! The imperative shell: takes due keys from the queue, observes them in batches, runs
+//! `plan`, executes the steps, writes status, and tells the queue what to do next.
+//!
+//! One place (`finish`) maps a pass's result to the queue; a failed pass backs off, a
+//! converging one looks again after the cloud's poll interval, a converged one waits for
+//! a trigger or the periodic resync.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::cloud::{ClientToken, Cloud, CloudError, Observed};
+use crate::model::{
+    ConditionType, ConditionUpdate, Instance, InstanceKey, Phase, now, set_condition,
+};
+use crate::store::{PageRequest, Store, StoreError};
+
+use super::plan::{Plan, plan};
+use super::queue::{Backoff, Outcome, Priority, WorkQueue};
+use super::status::{PassError, PassOutcome, next_status, should_list_tasks};
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Most passes in flight at once.
+    pub workers: usize,
+    /// Every instance is looked at this often even without a trigger, to repair drift.
+    pub resync_interval: Duration,
+    pub backoff: Backoff,
+    /// Most instances observed together (ECS describes 10, RDS 100 per call).
+    pub batch_max: usize,
+    /// Most batches being observed and reconciled at once.
+    pub batches: usize,
+    /// How long a batch of resync work may wait to fill up; user work never waits.
+    pub batch_window: Duration,
+    /// How often an instance with a problem a retry will not fix is looked at again.
+    pub problem_retry: Duration,
+    /// How long a DEPROVISIONED record is kept before it is removed from the store.
+    pub retention: Duration,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            workers: 16,
+            resync_interval: Duration::from_secs(300),
+            backoff: Backoff::default(),
+            batch_max: 100,
+            batches: 4,
+            batch_window: Duration::from_millis(200),
+            problem_retry: Duration::from_secs(60),
+            retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Cheap handle for the API: asks for an immediate pass of an instance.
+#[derive(Clone)]
+pub struct Trigger {
+    queue: Arc<WorkQueue>,
+}
+
+impl Trigger {
+    pub fn now(&self, key: InstanceKey) {
+        self.queue.add(key, Priority::User, Duration::ZERO);
+    }
+}
+
+pub struct Reconciler {
+    store: Arc<dyn Store>,
+    cloud: Arc<dyn Cloud>,
+    queue: Arc<WorkQueue>,
+    config: RunConfig,
+}
+
+impl Reconciler {
+    pub fn new(store: Arc<dyn Store>, cloud: Arc<dyn Cloud>, config: RunConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            cloud,
+            queue: Arc::new(WorkQueue::new(config.backoff)),
+            config,
+        })
+    }
+
+    pub fn trigger(&self) -> Trigger {
+        Trigger {
+            queue: self.queue.clone(),
+        }
+    }
+
+    pub fn queue(&self) -> &WorkQueue {
+        &self.queue
+    }
+
+    /// Runs until `shutdown`, then waits for passes in flight to finish.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        tracker.spawn(self.clone().resync_loop(shutdown.clone()));
+        // Observation is shared by a batch; steps and status writes are per pass. Two caps:
+        // batches in flight (bounds describe calls and keys held running), and passes in
+        // flight (bounds mutating calls and store writes).
+        let batches = Arc::new(Semaphore::new(self.config.batches.max(1)));
+        let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
+        loop {
+            let Some((keys, slot)) = self.next_batch(&batches, &shutdown).await else {
+                break;
+            };
+            let this = self.clone();
+            let workers = workers.clone();
+            tracker.spawn(async move {
+                this.run_batch(keys, workers).await;
+                drop(slot);
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    /// Waits for a batch slot and due work; `None` on shutdown.
+    async fn next_batch(
+        &self,
+        batches: &Arc<Semaphore>,
+        shutdown: &CancellationToken,
+    ) -> Option<(Vec<InstanceKey>, OwnedSemaphorePermit)> {
+        let slot = tokio::select! {
+            p = batches.clone().acquire_owned() => p.ok()?,
+            _ = shutdown.cancelled() => return None,
+        };
+        let max = self.config.batch_max.max(1);
+        let mut keys = tokio::select! {
+            k = self.queue.next_batch(max) => k,
+            _ = shutdown.cancelled() => return None,
+        };
+        // Resync work is not urgent: let a batch fill up so describes are shared.
+        if keys.len() < max && self.queue.only_resync_due() && !self.config.batch_window.is_zero() {
+            tokio::time::sleep(self.config.batch_window).await;
+            keys.extend(self.queue.try_batch(max - keys.len()));
+        }
+        Some((keys, slot))
+    }
+
+    async fn run_batch(self: Arc<Self>, batch: Vec<InstanceKey>, workers: Arc<Semaphore>) {
+        let mut live = Vec::with_capacity(batch.len());
+        for key in batch {
+            match self.store.get(&key).await {
+                Ok(Some(inst)) => live.push(inst),
+                Ok(None) => self.queue.done(
+                    &key,
+                    Outcome::Success {
+                        requeue_after: None,
+                    },
+                ),
+                Err(e) => {
+                    warn!(instance = %key, error = %e, "store read failed");
+                    self.queue.done(&key, Outcome::Failure);
+                }
+            }
+        }
+        if live.is_empty() {
+            return;
+        }
+        let keys: Vec<InstanceKey> = live.iter().map(Instance::key).collect();
+        match self.cloud.observe(&keys).await {
+            Ok(observed) => {
+                let passes = live
+                    .into_iter()
+                    .zip(observed)
+                    .map(|(inst, obs)| self.clone().pass(inst, obs, workers.clone()));
+                futures::future::join_all(passes).await;
+            }
+            Err(error) => {
+                warn!(instances = keys.len(), %error, "observation failed");
+                for inst in live {
+                    self.record_observe_failure(&inst, &error).await;
+                    self.queue.done(&inst.key(), Outcome::Failure);
+                }
+            }
+        }
+    }
+
+    /// One reconcile pass of one instance, given its observation.
+    async fn pass(self: Arc<Self>, inst: Instance, obs: Observed, workers: Arc<Semaphore>) {
+        let key = inst.key();
+        let Ok(_permit) = workers.acquire_owned().await else {
+            return; // closed: shutting down
+        };
+        let span = info_span!(
+            "reconcile",
+            tenant_id = %key.tenant_id,
+            instance_id = %key.instance_id,
+            generation = inst.metadata.generation
+        );
+        let outcome = self.reconcile(inst, obs).instrument(span).await;
+        self.queue.done(&key, outcome);
+    }
+
+    async fn reconcile(&self, inst: Instance, obs: Observed) -> Outcome {
+        let key = inst.key();
+        let plan = plan(&inst, &obs);
+        let mut outcome = PassOutcome {
+            handled_request: inst
+                .metadata
+                .reconcile_request
+                .as_ref()
+                .map(|r| r.request_id.clone()),
+            ..Default::default()
+        };
+        outcome.error = self.execute(&inst, &plan).await;
+        if outcome.error.is_none()
+            && should_list_tasks(inst.status.resources.service.as_ref(), &obs)
+        {
+            match self.cloud.describe_tasks(&key).await {
+                Ok(tasks) => outcome.tasks = Some(tasks),
+                Err(error) => outcome.error = Some(PassError { step: None, error }),
+            }
+        }
+        let failed = outcome.error.is_some();
+        let status = next_status(&inst, &obs, &plan, outcome, now());
+        if status.phase != inst.status.phase {
+            info!(
+                from = inst.status.phase.as_str(),
+                to = status.phase.as_str(),
+                "phase"
+            );
+        }
+        match self
+            .store
+            .write_status(&key, inst.metadata.generation, status)
+            .await
+        {
+            Ok(()) => {}
+            // Purged meanwhile: nothing left to do for this key.
+            Err(StoreError::NotFound(_)) => {
+                return Outcome::Success {
+                    requeue_after: None,
+                };
+            }
+            // Deleted and created again meanwhile: look at the new record now.
+            Err(StoreError::StaleStatus { .. }) => {
+                return Outcome::Success {
+                    requeue_after: Some(Duration::ZERO),
+                };
+            }
+            Err(e) => {
+                warn!(error = %e, "status write failed");
+                return Outcome::Failure;
+            }
+        }
+        if failed {
+            return Outcome::Failure;
+        }
+        Outcome::Success {
+            requeue_after: self.requeue_after(&plan),
+        }
+    }
+
+    /// Runs the plan's steps in order; stops at the first error, which is returned.
+    async fn execute(&self, inst: &Instance, plan: &Plan) -> Option<PassError> {
+        let key = inst.key();
+        let incarnation = inst.metadata.created_at.timestamp_millis();
+        for step in &plan.steps {
+            let token = ClientToken::derive(&key, incarnation, step);
+            match self.cloud.apply(&key, step, &token).await {
+                Ok(()) => info!(step = step.name(), target = step.target(), "step done"),
+                Err(error) => {
+                    warn!(step = step.name(), %error, retryable = error.is_retryable(), "step failed");
+                    return Some(PassError {
+                        step: Some(step.name()),
+                        error,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    fn requeue_after(&self, plan: &Plan) -> Option<Duration> {
+        if plan.converged {
+            debug!("converged");
+            return None;
+        }
+        let poll = plan
+            .waits
+            .iter()
+            .map(|w| self.cloud.poll_interval(w.on))
+            .min();
+        Some(poll.unwrap_or(self.config.problem_retry))
+    }
+
+    /// Keeps the last known status but says why this pass could not look at the cloud.
+    async fn record_observe_failure(&self, inst: &Instance, error: &CloudError) {
+        let at = now();
+        let mut status = inst.status.clone();
+        status.last_reconcile_at = Some(at);
+        status.last_error = Some(crate::model::LastError {
+            code: error.code().to_owned(),
+            message: error.to_string(),
+            step: None,
+            retryable: error.is_retryable(),
+            at,
+        });
+        let synced = ConditionUpdate::new(
+            ConditionType::Synced,
+            false,
+            error.code().to_owned(),
+            error.to_string(),
+        );
+        set_condition(&mut status.conditions, synced, at);
+        if let Err(e) = self
+            .store
+            .write_status(&inst.key(), inst.metadata.generation, status)
+            .await
+        {
+            debug!(error = %e, "status write after failed observation");
+        }
+    }
+
+    async fn resync_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut startup = true;
+        loop {
+            if let Err(e) = self.enqueue_all(startup).await {
+                warn!(error = %e, "resync listing failed; retrying soon");
+            } else {
+                startup = false;
+            }
+            let wait = if startup {
+                Duration::from_secs(5)
+            } else {
+                jittered(self.config.resync_interval)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Queues every instance: unconverged ones (work a restart interrupted) ahead of the
+    /// drift check of converged ones. Purges DEPROVISIONED records past retention.
+    async fn enqueue_all(&self, startup: bool) -> Result<(), StoreError> {
+        let mut page = PageRequest {
+            limit: 500,
+            after: None,
+        };
+        let (mut queued, mut converging) = (0usize, 0usize);
+        loop {
+            let result = self.store.list(None, page.clone()).await?;
+            for inst in &result.items {
+                match self.resync_priority(inst).await {
+                    Some(p) => {
+                        queued += 1;
+                        converging += usize::from(p != Priority::Resync);
+                        self.queue.add(inst.key(), p, Duration::ZERO);
+                    }
+                    None => continue,
+                }
+            }
+            match result.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        info!(queued, converging, startup, "resync");
+        Ok(())
+    }
+
+    async fn resync_priority(&self, inst: &Instance) -> Option<Priority> {
+        if inst.metadata.reconcile_request.is_some() {
+            return Some(Priority::User);
+        }
+        if inst.status.phase == Phase::Deprovisioned && inst.is_converged() {
+            self.purge_if_expired(inst).await;
+            return None;
+        }
+        if inst.is_converged() {
+            Some(Priority::Resync)
+        } else {
+            Some(Priority::Requeue)
+        }
+    }
+
+    async fn purge_if_expired(&self, inst: &Instance) {
+        let Some(deleted_at) = inst.metadata.deletion_requested_at else {
+            return;
+        };
+        let age = (now() - deleted_at).to_std().unwrap_or_default();
+        if age >= self.config.retention {
+            match self.store.delete(&inst.key()).await {
+                Ok(_) => info!(instance = %inst.key(), "purged after retention"),
+                Err(e) => warn!(instance = %inst.key(), error = %e, "purge failed"),
+            }
+        }
+    }
+}
+
+/// ±10 % so that replicas and restarts do not resync in lockstep.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.9..1.1))
+}

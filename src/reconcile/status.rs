@@ -1,0 +1,508 @@
+//! Composes the status a reconcile pass writes back: pure, like `plan`.
+//!
+//! Inputs are the stored instance, the observation, the plan and what happened while its
+//! steps ran; output is the new `Status`. Conditions go through `set_condition`, so their
+//! `lastTransitionTime` moves only when their status flips.
+
+use crate::cloud::{CloudError, Observed, ObservedService, ObservedTask};
+use crate::model::{
+    ConditionType, ConditionUpdate, DatabaseStatus, DesiredState, Instance, LastError, Phase,
+    Replicas, ResourceRef, Resources, ServiceStatus, Status, TaskStatus, Timestamp, set_condition,
+};
+
+use super::plan::Plan;
+
+/// A step (or the observation) failed during the pass.
+#[derive(Debug, Clone)]
+pub struct PassError {
+    /// The step that failed; `None` when observing failed.
+    pub step: Option<&'static str>,
+    pub error: CloudError,
+}
+
+/// What happened during a pass, beyond the plan.
+#[derive(Debug, Clone, Default)]
+pub struct PassOutcome {
+    pub error: Option<PassError>,
+    /// A fresh task list, when the pass listed tasks.
+    pub tasks: Option<Vec<ObservedTask>>,
+    /// The reconcile-now request this pass handled.
+    pub handled_request: Option<String>,
+}
+
+/// Listing tasks costs two ECS calls; do it while the service changes, or when the last
+/// list no longer matches the counts. A steady, healthy service is not listed again.
+pub fn should_list_tasks(prev: Option<&ServiceStatus>, obs: &Observed) -> bool {
+    let Some(svc) = &obs.service else {
+        return false;
+    };
+    let Some(prev) = prev else { return true };
+    let listed_running = prev.tasks.iter().filter(|t| t.status == "RUNNING").count();
+    let all_healthy = prev.tasks.iter().all(|t| t.health == "HEALTHY");
+    svc.pending_count > 0
+        || svc.rollout != crate::cloud::Rollout::Completed
+        || listed_running != svc.running_count as usize
+        || prev.tasks.len() != svc.running_count as usize
+        || !all_healthy
+}
+
+pub fn next_status(
+    inst: &Instance,
+    obs: &Observed,
+    plan: &Plan,
+    outcome: PassOutcome,
+    now: Timestamp,
+) -> Status {
+    let prev = &inst.status;
+    let permanent = outcome
+        .error
+        .as_ref()
+        .is_some_and(|e| !e.error.is_retryable());
+    let converged = plan.converged && outcome.error.is_none();
+    let mut status = Status {
+        phase: if permanent { Phase::Failed } else { plan.phase },
+        observed_generation: if converged {
+            inst.metadata.generation
+        } else {
+            prev.observed_generation
+        },
+        conditions: prev.conditions.clone(),
+        replicas: replicas(obs),
+        resources: resources(prev, obs, outcome.tasks, now),
+        last_reconcile_at: Some(now),
+        last_handled_reconcile_request: outcome
+            .handled_request
+            .or_else(|| prev.last_handled_reconcile_request.clone()),
+        last_error: outcome.error.as_ref().map(|e| last_error(e, now)),
+    };
+    for update in conditions(inst, obs, plan, outcome.error.as_ref(), converged) {
+        set_condition(&mut status.conditions, update, now);
+    }
+    status
+}
+
+fn replicas(obs: &Observed) -> Replicas {
+    obs.service
+        .as_ref()
+        .map(|s| Replicas {
+            desired: s.desired_count,
+            running: s.running_count,
+            pending: s.pending_count,
+        })
+        .unwrap_or_default()
+}
+
+fn resources(
+    prev: &Status,
+    obs: &Observed,
+    fresh_tasks: Option<Vec<ObservedTask>>,
+    now: Timestamp,
+) -> Resources {
+    let prev_service = prev.resources.service.as_ref();
+    Resources {
+        service: obs
+            .service
+            .as_ref()
+            .map(|s| service_status(s, prev_service, fresh_tasks, now)),
+        access_point: obs.access_point.as_ref().map(|a| ResourceRef {
+            id: a.id.clone(),
+            arn: a.arn.clone(),
+        }),
+        database: obs.database.as_ref().map(|d| DatabaseStatus {
+            id: d.identifier.clone(),
+            arn: d.arn.clone(),
+            status: d.state.as_str().to_owned(),
+            endpoint: d.endpoint.clone(),
+            instance_class: d.instance_class.clone(),
+        }),
+        log_group: obs.log_group.as_ref().map(|l| ResourceRef {
+            id: l.name.clone(),
+            arn: l.arn.clone(),
+        }),
+        final_snapshot: obs.final_snapshot.as_ref().map(|s| ResourceRef {
+            id: s.id.clone(),
+            arn: s.arn.clone(),
+        }),
+    }
+}
+
+fn service_status(
+    svc: &ObservedService,
+    prev: Option<&ServiceStatus>,
+    fresh_tasks: Option<Vec<ObservedTask>>,
+    now: Timestamp,
+) -> ServiceStatus {
+    let (tasks, observed_at) = match fresh_tasks {
+        Some(list) => (list.into_iter().map(task_status).collect(), Some(now)),
+        None => prev
+            .map(|p| (p.tasks.clone(), p.tasks_observed_at))
+            .unwrap_or_default(),
+    };
+    ServiceStatus {
+        name: svc.name.clone(),
+        arn: svc.arn.clone(),
+        image: svc.image.clone(),
+        deployment_status: svc.rollout.as_str().to_owned(),
+        health_status: health(svc, &tasks).to_owned(),
+        tasks,
+        tasks_observed_at: observed_at,
+    }
+}
+
+fn task_status(t: ObservedTask) -> TaskStatus {
+    TaskStatus {
+        id: t.id,
+        status: t.last_status,
+        health: t.health,
+        started_at: t.started_at,
+    }
+}
+
+/// HEALTHY: every wanted task runs and reports healthy; UNHEALTHY: none runs;
+/// DEGRADED: in between; UNKNOWN: no task is wanted (suspended) or none is listed yet.
+fn health(svc: &ObservedService, tasks: &[TaskStatus]) -> &'static str {
+    if svc.desired_count == 0 {
+        return "UNKNOWN";
+    }
+    if svc.running_count == 0 {
+        return "UNHEALTHY";
+    }
+    let healthy = tasks
+        .iter()
+        .filter(|t| t.status == "RUNNING" && t.health == "HEALTHY")
+        .count();
+    if tasks.is_empty() {
+        "UNKNOWN"
+    } else if svc.running_count >= svc.desired_count && healthy >= svc.desired_count as usize {
+        "HEALTHY"
+    } else {
+        "DEGRADED"
+    }
+}
+
+fn last_error(e: &PassError, now: Timestamp) -> LastError {
+    LastError {
+        code: e.error.code().to_owned(),
+        message: e.error.to_string(),
+        step: e.step.map(str::to_owned),
+        retryable: e.error.is_retryable(),
+        at: now,
+    }
+}
+
+fn conditions(
+    inst: &Instance,
+    obs: &Observed,
+    plan: &Plan,
+    error: Option<&PassError>,
+    converged: bool,
+) -> Vec<ConditionUpdate> {
+    let headline = plan.waits.first();
+    let ready = if converged {
+        let reason = match plan.phase {
+            Phase::Suspended => "Suspended",
+            Phase::Deprovisioned => "Deprovisioned",
+            _ => "Active",
+        };
+        ConditionUpdate::new(ConditionType::Ready, true, reason, "desired state reached")
+    } else {
+        let (reason, message) = headline
+            .map(|w| (w.reason, w.message.clone()))
+            .or_else(|| plan.problem.as_ref().map(|p| (p.reason, p.message.clone())))
+            .unwrap_or(("NotReconciled", "the last pass did not finish".into()));
+        ConditionUpdate::new(ConditionType::Ready, false, reason, message)
+    };
+    let synced = match error {
+        None => ConditionUpdate::new(ConditionType::Synced, true, "ReconcileSucceeded", ""),
+        Some(e) => ConditionUpdate::new(
+            ConditionType::Synced,
+            false,
+            e.error.code().to_owned(),
+            e.error.to_string(),
+        ),
+    };
+    let progressing = match (converged, headline, &plan.problem) {
+        (true, _, _) => ConditionUpdate::new(ConditionType::Progressing, false, "Converged", ""),
+        (false, _, Some(p)) => ConditionUpdate::new(
+            ConditionType::Progressing,
+            false,
+            p.reason,
+            p.message.clone(),
+        ),
+        (false, Some(w), None) => ConditionUpdate::new(
+            ConditionType::Progressing,
+            true,
+            w.reason,
+            w.message.clone(),
+        ),
+        (false, None, None) => {
+            ConditionUpdate::new(ConditionType::Progressing, true, "Reconciling", "")
+        }
+    };
+    vec![ready, synced, progressing, degraded(inst, obs, plan, error)]
+}
+
+fn degraded(
+    inst: &Instance,
+    obs: &Observed,
+    plan: &Plan,
+    error: Option<&PassError>,
+) -> ConditionUpdate {
+    let t = ConditionType::Degraded;
+    if let Some(e) = error.filter(|e| !e.error.is_retryable()) {
+        return ConditionUpdate::new(t, true, e.error.code().to_owned(), e.error.to_string());
+    }
+    if let Some(p) = &plan.problem {
+        return ConditionUpdate::new(t, true, p.reason, p.message.clone());
+    }
+    // Capacity lost without a spec change: the instance had converged on this generation
+    // and now runs fewer tasks than it should.
+    let was_converged = inst.is_converged() && inst.status.phase == Phase::Active;
+    if let Some(svc) = &obs.service
+        && was_converged
+        && !inst.is_deleted()
+        && inst.spec.state == DesiredState::Active
+        && svc.running_count < inst.spec.configuration.desired_count
+    {
+        return ConditionUpdate::new(
+            t,
+            true,
+            "CapacityReduced",
+            format!(
+                "{} of {} tasks running",
+                svc.running_count, inst.spec.configuration.desired_count
+            ),
+        );
+    }
+    ConditionUpdate::new(t, false, "AsExpected", "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::{Rollout, ServiceState, Step};
+    use crate::model::{
+        ConditionStatus, Configuration, InstanceKey, Spec, Tier, find_condition, now,
+    };
+    use crate::reconcile::plan::{Wait, plan};
+
+    fn inst() -> Instance {
+        let spec = Spec {
+            organization_name: "Acme".into(),
+            contact_email: "ops@acme.example".into(),
+            tier: Tier::Standard,
+            state: DesiredState::Active,
+            configuration: Configuration::default(),
+            restore: None,
+        };
+        Instance::new(InstanceKey::from_strs("t1", "blog"), spec, now())
+    }
+
+    fn svc(desired: u32, running: u32) -> ObservedService {
+        ObservedService {
+            name: "svc".into(),
+            arn: "arn".into(),
+            state: ServiceState::Active,
+            desired_count: desired,
+            running_count: running,
+            pending_count: 0,
+            image: "img".into(),
+            rollout: Rollout::Completed,
+        }
+    }
+
+    fn converged_plan() -> Plan {
+        Plan {
+            steps: vec![],
+            phase: Phase::Active,
+            converged: true,
+            waits: vec![],
+            problem: None,
+        }
+    }
+
+    fn cond(s: &Status, t: ConditionType) -> (ConditionStatus, String) {
+        let c = find_condition(&s.conditions, t).unwrap();
+        (c.status, c.reason.clone())
+    }
+
+    #[test]
+    fn a_converged_pass_records_the_generation_and_ready() {
+        let mut i = inst();
+        i.metadata.generation = 3;
+        let s = next_status(
+            &i,
+            &Observed::default(),
+            &converged_plan(),
+            PassOutcome::default(),
+            now(),
+        );
+        assert_eq!(s.observed_generation, 3);
+        assert_eq!(cond(&s, ConditionType::Ready).0, ConditionStatus::True);
+        assert_eq!(cond(&s, ConditionType::Synced).0, ConditionStatus::True);
+        assert_eq!(
+            cond(&s, ConditionType::Progressing).0,
+            ConditionStatus::False
+        );
+        assert_eq!(cond(&s, ConditionType::Degraded).0, ConditionStatus::False);
+    }
+
+    #[test]
+    fn an_error_keeps_the_old_generation_and_reports_it() {
+        let i = inst();
+        let outcome = PassOutcome {
+            error: Some(PassError {
+                step: Some("CreateDatabase"),
+                error: CloudError::Throttled {
+                    service: "rds",
+                    operation: "CreateDBInstance",
+                },
+            }),
+            ..Default::default()
+        };
+        let s = next_status(&i, &Observed::default(), &converged_plan(), outcome, now());
+        assert_eq!(s.observed_generation, 0);
+        assert_eq!(
+            cond(&s, ConditionType::Synced),
+            (ConditionStatus::False, "ThrottlingException".into())
+        );
+        let e = s.last_error.unwrap();
+        assert!(e.retryable);
+        assert_eq!(e.step.as_deref(), Some("CreateDatabase"));
+        assert_eq!(
+            s.phase,
+            Phase::Active,
+            "a retryable error does not fail the instance"
+        );
+    }
+
+    #[test]
+    fn a_permanent_error_fails_and_degrades() {
+        let outcome = PassOutcome {
+            error: Some(PassError {
+                step: Some("CreateService"),
+                error: CloudError::Permanent {
+                    service: "ecs",
+                    operation: "CreateService",
+                    code: "AccessDeniedException".into(),
+                    message: "no".into(),
+                },
+            }),
+            ..Default::default()
+        };
+        let s = next_status(
+            &inst(),
+            &Observed::default(),
+            &converged_plan(),
+            outcome,
+            now(),
+        );
+        assert_eq!(s.phase, Phase::Failed);
+        assert_eq!(
+            cond(&s, ConditionType::Degraded),
+            (ConditionStatus::True, "AccessDeniedException".into())
+        );
+    }
+
+    #[test]
+    fn lost_capacity_on_a_converged_instance_is_degraded() {
+        let mut i = inst();
+        i.status.phase = Phase::Active;
+        i.status.observed_generation = 1;
+        let obs = Observed {
+            service: Some(svc(2, 1)),
+            ..Default::default()
+        };
+        let p = Plan {
+            steps: vec![],
+            phase: Phase::Scaling,
+            converged: false,
+            waits: vec![Wait {
+                on: crate::cloud::WaitingOn::Tasks,
+                reason: "WaitingForTasks",
+                message: "1 of 2".into(),
+            }],
+            problem: None,
+        };
+        let s = next_status(&i, &obs, &p, PassOutcome::default(), now());
+        assert_eq!(
+            cond(&s, ConditionType::Degraded),
+            (ConditionStatus::True, "CapacityReduced".into())
+        );
+        assert_eq!(
+            cond(&s, ConditionType::Progressing),
+            (ConditionStatus::True, "WaitingForTasks".into())
+        );
+        assert_eq!(s.observed_generation, 1, "kept while not converged");
+    }
+
+    #[test]
+    fn handled_request_is_echoed_and_kept() {
+        let outcome = PassOutcome {
+            handled_request: Some("r1".into()),
+            ..Default::default()
+        };
+        let i = inst();
+        let s = next_status(&i, &Observed::default(), &converged_plan(), outcome, now());
+        assert_eq!(s.last_handled_reconcile_request.as_deref(), Some("r1"));
+        let mut i2 = i.clone();
+        i2.status = s;
+        let s2 = next_status(
+            &i2,
+            &Observed::default(),
+            &converged_plan(),
+            PassOutcome::default(),
+            now(),
+        );
+        assert_eq!(s2.last_handled_reconcile_request.as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn tasks_are_listed_while_changing_and_not_when_steady() {
+        let obs = |running, pending| Observed {
+            service: Some(ObservedService {
+                pending_count: pending,
+                ..svc(2, running)
+            }),
+            ..Default::default()
+        };
+        let steady = ServiceStatus {
+            name: "svc".into(),
+            arn: "arn".into(),
+            image: "img".into(),
+            deployment_status: "COMPLETED".into(),
+            health_status: "HEALTHY".into(),
+            tasks: (0..2)
+                .map(|n| TaskStatus {
+                    id: format!("t{n}"),
+                    status: "RUNNING".into(),
+                    health: "HEALTHY".into(),
+                    started_at: None,
+                })
+                .collect(),
+            tasks_observed_at: None,
+        };
+        assert!(should_list_tasks(None, &obs(2, 0)));
+        assert!(!should_list_tasks(Some(&steady), &obs(2, 0)));
+        assert!(should_list_tasks(Some(&steady), &obs(1, 1)));
+        assert!(should_list_tasks(Some(&steady), &obs(1, 0)));
+        assert!(!should_list_tasks(Some(&steady), &Observed::default()));
+    }
+
+    #[test]
+    fn conditions_come_from_the_plan_headline() {
+        let i = inst();
+        let p = plan(&i, &Observed::default());
+        assert!(
+            p.steps
+                .iter()
+                .any(|s| matches!(s, Step::CreateDatabase { .. }))
+        );
+        let s = next_status(&i, &Observed::default(), &p, PassOutcome::default(), now());
+        assert_eq!(s.phase, Phase::Provisioning);
+        assert_eq!(
+            cond(&s, ConditionType::Ready),
+            (ConditionStatus::False, "CreatingLogGroup".into())
+        );
+    }
+}

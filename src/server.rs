@@ -1,0 +1,141 @@
+//! `wpfleet serve`: wires the store, the cloud, the reconciler and the API together.
+//!
+//! The caller owns shutdown: [`start`] returns a [`Running`] server; cancelling its token
+//! (or calling [`Running::stop`]) stops accepting requests, lets passes in flight finish,
+//! and returns once everything has stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, AppState};
+use crate::cloud::sim::{SimCloud, SimConfig};
+use crate::reconcile::{Backoff, Reconciler, RunConfig};
+use crate::store::EmbeddedStore;
+
+/// Everything `serve` needs; the CLI fills it from flags and `WPFLEET_*` variables.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub workers: usize,
+    pub resync_interval: Duration,
+    pub sim_speed: f64,
+    pub retention_days: u32,
+    pub backoff: Backoff,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            workers: 16,
+            resync_interval: Duration::from_secs(300),
+            sim_speed: 1.0,
+            retention_days: 30,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// A started server.
+pub struct Running {
+    /// Where it listens (useful when started on port 0).
+    pub addr: SocketAddr,
+    pub sim: Arc<SimCloud>,
+    pub store: Arc<EmbeddedStore>,
+    pub reconciler: Arc<Reconciler>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops the server and waits for the API and the reconciler to finish.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the server has stopped (after its token was cancelled).
+    pub async fn wait(self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    anyhow::ensure!(
+        config.sim_speed.is_finite() && config.sim_speed > 0.0 && config.sim_speed <= 100_000.0,
+        "--sim-speed must be a number above 0 and at most 100000 (got {})",
+        config.sim_speed
+    );
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let store = Arc::new(
+        EmbeddedStore::open(&config.data_dir)
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
+    );
+    let sim_config = SimConfig {
+        speed: config.sim_speed,
+        ..SimConfig::default()
+    };
+    let sim = Arc::new(
+        SimCloud::open(&config.data_dir, sim_config).with_context(|| {
+            format!(
+                "opening the simulated cloud in {}",
+                config.data_dir.display()
+            )
+        })?,
+    );
+    let run_config = RunConfig {
+        workers: config.workers.max(1),
+        resync_interval: config.resync_interval,
+        backoff: config.backoff,
+        retention: Duration::from_secs(u64::from(config.retention_days) * 24 * 3600),
+        ..RunConfig::default()
+    };
+    let reconciler = Reconciler::new(store.clone(), sim.clone(), run_config);
+    let app = AppState {
+        store: store.clone(),
+        trigger: reconciler.trigger(),
+        sim: Some(sim.clone()),
+        retention_days: config.retention_days,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let router = api::router(app);
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tasks.spawn(reconciler.clone().run(shutdown.clone()));
+    Ok(Running {
+        addr,
+        sim,
+        store,
+        reconciler,
+        shutdown,
+        tasks,
+    })
+}
