@@ -61,13 +61,15 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
             limit: MAX_BODY_BYTES,
         });
     }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::field(
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Err(ApiError::field(
             "body",
             "the request body is empty; expected a JSON object",
-        ));
+        )),
+        // serde would also accept an array for a struct; every body here is an object.
+        Some(b'{') => Ok(bytes),
+        Some(_) => Err(ApiError::field("body", "expected a JSON object")),
     }
-    Ok(bytes)
 }
 
 /// JSON only; a missing Content-Type is accepted because many clients omit it.
@@ -106,13 +108,35 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
 }
 
 fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
-    let path = e.path().to_string();
-    let field = if path == "." || path.is_empty() {
+    let message = e.inner().to_string();
+    let mut path = e.path().to_string();
+    if path == "." {
+        path.clear();
+    }
+    // serde reports a missing or unknown field at its parent; name the field itself.
+    if let Some(name) = quoted_field(&message)
+        && !path.ends_with(name)
+    {
+        path = if path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        };
+    }
+    let field = if path.is_empty() {
         "body".to_owned()
     } else {
         path
     };
-    ApiError::field(field, truncate(&e.inner().to_string()))
+    ApiError::field(truncate(&field), truncate(&message))
+}
+
+/// `missing field `x`` / `unknown field `x`, expected …` → `x`.
+fn quoted_field(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))?;
+    rest.split('`').next().filter(|n| !n.is_empty())
 }
 
 pub fn truncate(s: &str) -> String {

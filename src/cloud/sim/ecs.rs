@@ -1,0 +1,625 @@
+//! ECS services and their tasks.
+//!
+//! A task stores the absolute times of its whole life (PROVISIONING → PENDING → RUNNING →
+//! healthy, and once asked to stop, the stop and the moment it is gone); its status at `t`
+//! is read off those times. A service mutation only ever stamps times on tasks: launching
+//! new ones, or setting `stop_at` on existing ones (possibly in the future, when an old
+//! deployment's task waits for its replacement to run).
+//!
+//! Invariants:
+//! * Only tasks of the primary deployment (`deployment == service.deployment`) count
+//!   towards `desired`; older deployments' tasks all have a `stop_at`.
+//! * A task's `stop_at` only ever moves earlier; `gone_at` is always `stop_at` + the stop
+//!   time.
+//! * A draining service has `desired == 0`, every task stopping, and is gone once its last
+//!   task is.
+
+use serde::{Deserialize, Serialize};
+
+use super::calls::Api;
+use super::clock::{Ctx, Millis, base, hex_id};
+use super::inventory::{Inventory, RecordKey};
+use super::view::{ServiceView, TaskView};
+use crate::cloud::{CloudResult, ObservedService, ObservedTask, Rollout, ServiceState};
+use crate::model::{InstanceKey, Timestamp};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TaskRec {
+    pub id: String,
+    pub deployment: u32,
+    pub image: String,
+    pub launched_at: Millis,
+    pub pending_at: Millis,
+    pub running_at: Millis,
+    pub healthy_at: Millis,
+    pub stop_at: Option<Millis>,
+    pub gone_at: Option<Millis>,
+}
+
+/// Where a task is in its life at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Provisioning,
+    Pending,
+    Running,
+    Deactivating,
+    Stopping,
+    Gone,
+}
+
+impl TaskRec {
+    fn launch(ctx: &Ctx, deployment: u32, image: &str) -> Self {
+        let pending_at = ctx.after(base::TASK_PROVISION);
+        let running_at = pending_at.saturating_add(ctx.span(base::TASK_PENDING));
+        Self {
+            id: hex_id(32),
+            deployment,
+            image: image.to_owned(),
+            launched_at: ctx.now,
+            pending_at,
+            running_at,
+            healthy_at: running_at.saturating_add(ctx.span(base::TASK_HEALTHY)),
+            stop_at: None,
+            gone_at: None,
+        }
+    }
+
+    fn phase(&self, t: Millis) -> Phase {
+        if self.gone_at.is_some_and(|g| g <= t) {
+            return Phase::Gone;
+        }
+        if let (Some(stop), Some(gone)) = (self.stop_at, self.gone_at)
+            && stop <= t
+        {
+            // A running task first deregisters (DEACTIVATING), then stops.
+            let was_running = self.running_at <= stop;
+            let halfway = stop + (gone - stop) / 2;
+            return if was_running && t < halfway {
+                Phase::Deactivating
+            } else {
+                Phase::Stopping
+            };
+        }
+        if t >= self.running_at {
+            Phase::Running
+        } else if t >= self.pending_at {
+            Phase::Pending
+        } else {
+            Phase::Provisioning
+        }
+    }
+
+    fn is_gone(&self, t: Millis) -> bool {
+        self.phase(t) == Phase::Gone
+    }
+
+    /// Not yet asked to stop (or asked to stop only later) at `t`.
+    fn is_live(&self, t: Millis) -> bool {
+        self.stop_at.is_none_or(|s| s > t)
+    }
+
+    /// Asks the task to stop at `at` unless it already stops earlier.
+    fn stop(&mut self, ctx: &Ctx, at: Millis) {
+        if self.stop_at.is_some_and(|s| s <= at) {
+            return;
+        }
+        self.stop_at = Some(at);
+        self.gone_at = Some(at.saturating_add(ctx.span(base::TASK_STOP)));
+    }
+
+    /// The task's clock stops at its stop time: health and start are as they were then.
+    fn frozen(&self, t: Millis) -> Millis {
+        self.stop_at.map_or(t, |s| s.min(t))
+    }
+
+    fn last_status(&self, t: Millis) -> &'static str {
+        match self.phase(t) {
+            Phase::Provisioning => "PROVISIONING",
+            Phase::Pending => "PENDING",
+            Phase::Running => "RUNNING",
+            Phase::Deactivating => "DEACTIVATING",
+            Phase::Stopping => "STOPPING",
+            Phase::Gone => "STOPPED",
+        }
+    }
+
+    fn health(&self, t: Millis) -> &'static str {
+        if self.frozen(t) >= self.healthy_at {
+            "HEALTHY"
+        } else {
+            "UNKNOWN"
+        }
+    }
+
+    fn started_at(&self, t: Millis) -> Option<Timestamp> {
+        (self.frozen(t) >= self.running_at)
+            .then(|| Timestamp::from_timestamp_millis(self.running_at))
+            .flatten()
+    }
+
+    pub fn observed(&self, t: Millis) -> ObservedTask {
+        ObservedTask {
+            id: self.id.clone(),
+            last_status: self.last_status(t).to_owned(),
+            health: self.health(t).to_owned(),
+            started_at: self.started_at(t),
+            image: self.image.clone(),
+        }
+    }
+
+    fn view(&self, t: Millis) -> TaskView {
+        TaskView {
+            id: self.id.clone(),
+            last_status: self.last_status(t).to_owned(),
+            health: self.health(t).to_owned(),
+            started_at: self.started_at(t),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ServiceRec {
+    pub name: String,
+    pub key: InstanceKey,
+    pub client_token: String,
+    /// Image of the primary deployment.
+    pub image: String,
+    pub desired: u32,
+    /// Number of the primary deployment; +1 on every image change.
+    pub deployment: u32,
+    pub access_point_id: String,
+    pub db_endpoint: String,
+    pub created_at: Millis,
+    /// When DeleteService was accepted.
+    pub deleted_at: Option<Millis>,
+    pub tasks: Vec<TaskRec>,
+}
+
+/// ECS's quota of tasks per service; a larger desired count is refused, as ECS does (and
+/// it keeps a bad input from making the sim launch billions of tasks).
+pub(super) const MAX_TASKS_PER_SERVICE: u32 = 5_000;
+
+fn check_count(api: Api, desired: u32) -> CloudResult<()> {
+    if desired > MAX_TASKS_PER_SERVICE {
+        return Err(api.permanent(
+            "InvalidParameterException",
+            format!(
+                "desiredCount {desired} exceeds the {MAX_TASKS_PER_SERVICE} tasks per service quota"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Arguments of CreateService.
+pub(super) struct NewService<'a> {
+    pub name: &'a str,
+    pub desired_count: u32,
+    pub image: &'a str,
+    pub access_point_id: &'a str,
+    pub db_endpoint: &'a str,
+    pub token: &'a str,
+}
+
+impl ServiceRec {
+    fn new(ctx: &Ctx, key: &InstanceKey, new: &NewService<'_>) -> Self {
+        let mut svc = Self {
+            name: new.name.to_owned(),
+            key: key.clone(),
+            client_token: new.token.to_owned(),
+            image: new.image.to_owned(),
+            desired: new.desired_count,
+            deployment: 1,
+            access_point_id: new.access_point_id.to_owned(),
+            db_endpoint: new.db_endpoint.to_owned(),
+            created_at: ctx.now,
+            deleted_at: None,
+            tasks: Vec::new(),
+        };
+        svc.converge(ctx);
+        svc
+    }
+
+    pub fn arn(&self) -> String {
+        format!(
+            "arn:aws:ecs:eu-west-1:123456789012:service/wpfleet/{}",
+            self.name
+        )
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+
+    /// A draining service disappears once its last task is gone.
+    pub fn is_gone(&self, t: Millis) -> bool {
+        self.deleted_at.is_some_and(|d| d <= t) && self.tasks.iter().all(|task| task.is_gone(t))
+    }
+
+    /// Tasks that exist at `t`.
+    pub fn tasks_at(&self, t: Millis) -> impl Iterator<Item = &TaskRec> {
+        self.tasks.iter().filter(move |task| !task.is_gone(t))
+    }
+
+    fn count(&self, t: Millis, phases: &[Phase]) -> u32 {
+        let n = self
+            .tasks
+            .iter()
+            .filter(|task| phases.contains(&task.phase(t)))
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    fn running(&self, t: Millis) -> u32 {
+        self.count(t, &[Phase::Running])
+    }
+
+    fn pending(&self, t: Millis) -> u32 {
+        self.count(t, &[Phase::Provisioning, Phase::Pending])
+    }
+
+    fn rollout(&self, t: Millis) -> Rollout {
+        let primary_running = self
+            .tasks
+            .iter()
+            .filter(|task| task.deployment == self.deployment && task.phase(t) == Phase::Running)
+            .count();
+        let old_remain = self
+            .tasks_at(t)
+            .any(|task| task.deployment != self.deployment);
+        if (primary_running as u64) < u64::from(self.desired) || old_remain {
+            Rollout::InProgress
+        } else {
+            Rollout::Completed
+        }
+    }
+
+    /// Launches or stops primary tasks until `desired` of them are live, as ECS's service
+    /// scheduler does. Excess tasks are the newest ones.
+    fn converge(&mut self, ctx: &Ctx) {
+        let mut live: Vec<usize> = (0..self.tasks.len())
+            .filter(|&i| {
+                let task = &self.tasks[i];
+                task.deployment == self.deployment && task.is_live(ctx.now)
+            })
+            .collect();
+        let desired = self.desired as usize;
+        if live.len() > desired {
+            live.sort_by_key(|&i| std::cmp::Reverse(self.tasks[i].launched_at));
+            for &i in &live[..live.len() - desired] {
+                self.tasks[i].stop(ctx, ctx.now);
+            }
+        }
+        for _ in live.len()..desired {
+            self.tasks
+                .push(TaskRec::launch(ctx, self.deployment, &self.image));
+        }
+    }
+
+    /// A new primary deployment: `desired` new tasks now; each old task stops when a new
+    /// one reaches RUNNING (minimum healthy 100 %, maximum 200 %).
+    fn roll(&mut self, ctx: &Ctx, image: &str, desired: u32) {
+        self.deployment = self.deployment.saturating_add(1);
+        self.image = image.to_owned();
+        self.desired = desired;
+        let first_new = self.tasks.len();
+        self.converge(ctx);
+        let mut ready: Vec<Millis> = self.tasks[first_new..]
+            .iter()
+            .map(|t| t.running_at)
+            .collect();
+        ready.sort_unstable();
+        let deployment = self.deployment;
+        let mut old: Vec<&mut TaskRec> = self
+            .tasks
+            .iter_mut()
+            .filter(|t| t.deployment != deployment && t.is_live(ctx.now))
+            .collect();
+        old.sort_by_key(|t| t.launched_at);
+        for (i, task) in old.into_iter().enumerate() {
+            let at = ready.get(i).or(ready.last()).copied().unwrap_or(ctx.now);
+            task.stop(ctx, at.max(ctx.now));
+        }
+    }
+
+    fn drain(&mut self, ctx: &Ctx) {
+        self.deleted_at = Some(ctx.now);
+        self.desired = 0;
+        for task in &mut self.tasks {
+            task.stop(ctx, ctx.now);
+        }
+    }
+
+    /// Stops up to `n` RUNNING tasks now; the scheduler replaces them at once.
+    fn kill(&mut self, ctx: &Ctx, n: u32) {
+        let mut victims = 0;
+        for task in &mut self.tasks {
+            if victims == n {
+                break;
+            }
+            if task.phase(ctx.now) == Phase::Running {
+                task.stop(ctx, ctx.now);
+                victims += 1;
+            }
+        }
+        self.converge(ctx);
+    }
+
+    /// Drops tasks that are gone, so a long-lived service's record stays small.
+    fn prune(&mut self, t: Millis) {
+        self.tasks.retain(|task| !task.is_gone(t));
+    }
+
+    pub fn observed(&self, t: Millis) -> ObservedService {
+        ObservedService {
+            name: self.name.clone(),
+            arn: self.arn(),
+            state: if self.is_draining() {
+                ServiceState::Draining
+            } else {
+                ServiceState::Active
+            },
+            desired_count: self.desired,
+            running_count: self.running(t),
+            pending_count: self.pending(t),
+            image: self.image.clone(),
+            rollout: self.rollout(t),
+        }
+    }
+
+    pub fn view(&self, t: Millis) -> ServiceView {
+        let mut tasks: Vec<TaskView> = self.tasks_at(t).map(|task| task.view(t)).collect();
+        tasks.sort_by(|a, b| a.id.cmp(&b.id));
+        ServiceView {
+            name: self.name.clone(),
+            tenant_id: self.key.tenant_id.to_string(),
+            instance_id: self.key.instance_id.to_string(),
+            status: if self.is_draining() {
+                "DRAINING"
+            } else {
+                "ACTIVE"
+            }
+            .to_owned(),
+            desired_count: self.desired,
+            running_count: self.running(t),
+            pending_count: self.pending(t),
+            image: self.image.clone(),
+            tasks,
+        }
+    }
+}
+
+impl Inventory {
+    /// The service `name` unless it is gone at `t`.
+    pub(super) fn live_service(&self, name: &str, t: Millis) -> Option<&ServiceRec> {
+        self.services.get(name).filter(|s| !s.is_gone(t))
+    }
+
+    /// Runs `f` on the live service `name` (pruned of gone tasks) and marks it dirty.
+    pub(super) fn with_service<T>(
+        &mut self,
+        name: &str,
+        t: Millis,
+        f: impl FnOnce(&mut ServiceRec) -> T,
+    ) -> Option<T> {
+        let svc = self.services.get_mut(name).filter(|s| !s.is_gone(t))?;
+        svc.prune(t);
+        let out = f(svc);
+        self.touch(RecordKey::Service(name.to_owned()));
+        Some(out)
+    }
+
+    pub(super) fn create_service(
+        &mut self,
+        ctx: &Ctx,
+        api: Api,
+        key: &InstanceKey,
+        new: NewService<'_>,
+    ) -> CloudResult<()> {
+        check_count(api, new.desired_count)?;
+        if let Some(existing) = self.live_service(new.name, ctx.now) {
+            return if existing.is_draining() {
+                Err(api.invalid(format!(
+                    "service {} is still draining; create it again once it is inactive",
+                    new.name
+                )))
+            } else if existing.client_token == new.token {
+                Ok(())
+            } else {
+                Err(api.permanent(
+                    "InvalidParameterException",
+                    "Creation of service was not idempotent.",
+                ))
+            };
+        }
+        let svc = ServiceRec::new(ctx, key, &new);
+        self.services.insert(new.name.to_owned(), svc);
+        self.touch(RecordKey::Service(new.name.to_owned()));
+        Ok(())
+    }
+
+    pub(super) fn update_service(
+        &mut self,
+        ctx: &Ctx,
+        api: Api,
+        name: &str,
+        desired: u32,
+        image: &str,
+    ) -> CloudResult<()> {
+        check_count(api, desired)?;
+        match self.live_service(name, ctx.now) {
+            None => return Err(api.invalid(format!("ServiceNotFoundException: {name}"))),
+            Some(s) if s.is_draining() => {
+                return Err(api.invalid(format!("ServiceNotActiveException: {name}")));
+            }
+            Some(s) if s.image == image && s.desired == desired => return Ok(()),
+            Some(_) => {}
+        }
+        self.with_service(name, ctx.now, |svc| {
+            if svc.image == image {
+                svc.desired = desired;
+                svc.converge(ctx);
+            } else {
+                svc.roll(ctx, image, desired);
+            }
+        });
+        Ok(())
+    }
+
+    pub(super) fn delete_service(&mut self, ctx: &Ctx, name: &str) -> CloudResult<()> {
+        let draining = self
+            .live_service(name, ctx.now)
+            .is_none_or(ServiceRec::is_draining);
+        if !draining {
+            self.with_service(name, ctx.now, |svc| svc.drain(ctx));
+        }
+        Ok(())
+    }
+
+    /// Drift: someone changed the desired count outside the controller.
+    pub(super) fn drift_desired_count(&mut self, ctx: &Ctx, name: &str, n: u32) -> Option<()> {
+        let active = self
+            .live_service(name, ctx.now)
+            .is_some_and(|s| !s.is_draining());
+        if !active {
+            return None;
+        }
+        self.with_service(name, ctx.now, |svc| {
+            svc.desired = n;
+            svc.converge(ctx);
+        })
+    }
+
+    /// Drift: tasks died (OOM, host failure); ECS replaces them.
+    pub(super) fn drift_kill_tasks(&mut self, ctx: &Ctx, name: &str, n: u32) -> Option<()> {
+        self.with_service(name, ctx.now, |svc| svc.kill(ctx, n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::Rng;
+
+    use super::*;
+
+    fn ctx(now: Millis) -> Ctx {
+        Ctx::new(now, 1.0, 1.0)
+    }
+
+    fn service(desired: u32) -> ServiceRec {
+        let new = NewService {
+            name: "svc",
+            desired_count: desired,
+            image: "img0",
+            access_point_id: "fsap-1",
+            db_endpoint: "db",
+            token: "tok",
+        };
+        ServiceRec::new(&ctx(0), &InstanceKey::from_strs("t", "i"), &new)
+    }
+
+    /// Tasks of older deployments are always on their way out.
+    fn check_invariants(svc: &ServiceRec, t: Millis) {
+        for task in &svc.tasks {
+            if task.deployment != svc.deployment {
+                assert!(task.stop_at.is_some(), "old task without a stop: {task:?}");
+            }
+            assert_eq!(task.stop_at.is_some(), task.gone_at.is_some());
+        }
+        let live = svc.tasks_at(t).count() as u32;
+        assert!(svc.running(t) + svc.pending(t) <= live);
+    }
+
+    /// Random updates, rollouts and kills at random times (no sleeping: the clock is a
+    /// parameter); afterwards the service always settles on what was last asked for.
+    #[test]
+    fn random_histories_settle_on_the_last_request() {
+        let mut rng = rand::rng();
+        for _ in 0..300 {
+            let mut svc = service(rng.random_range(0..4));
+            let mut now = 0;
+            let mut images = 0;
+            for _ in 0..12 {
+                now += rng.random_range(0..40_000);
+                let c = ctx(now);
+                match rng.random_range(0..4) {
+                    0 => {
+                        svc.prune(now);
+                        svc.desired = rng.random_range(0..5);
+                        svc.converge(&c);
+                    }
+                    1 => {
+                        svc.prune(now);
+                        images += 1;
+                        svc.roll(&c, &format!("img{images}"), rng.random_range(0..5));
+                    }
+                    2 => svc.kill(&c, rng.random_range(0..3)),
+                    _ => {}
+                }
+                check_invariants(&svc, now);
+            }
+            let later = now + 3_600_000;
+            let seen = svc.observed(later);
+            assert_eq!(seen.running_count, svc.desired, "{svc:#?}");
+            assert_eq!(seen.pending_count, 0);
+            assert_eq!(seen.rollout, Rollout::Completed);
+            assert!(svc.tasks_at(later).all(|t| t.image == svc.image));
+        }
+    }
+
+    #[test]
+    fn old_tasks_stop_when_their_replacements_run() {
+        let mut svc = service(2);
+        let settled = 60_000;
+        assert_eq!(svc.running(settled), 2);
+        svc.roll(&ctx(settled), "img1", 2);
+        let first_ready = svc
+            .tasks
+            .iter()
+            .filter(|t| t.deployment == 2)
+            .map(|t| t.running_at)
+            .min()
+            .expect("new tasks");
+        // Just before the first replacement runs, the old tasks still serve.
+        assert_eq!(svc.running(first_ready - 1), 2);
+        assert_eq!(svc.rollout(first_ready - 1), Rollout::InProgress);
+        assert_eq!(svc.running(first_ready), 2, "one old stops as one new runs");
+    }
+
+    #[test]
+    fn a_drained_service_is_gone_when_its_last_task_is() {
+        let mut svc = service(3);
+        svc.drain(&ctx(10_000));
+        assert!(!svc.is_gone(10_000));
+        assert_eq!(svc.running(10_000), 0);
+        let last = svc
+            .tasks
+            .iter()
+            .filter_map(|t| t.gone_at)
+            .max()
+            .expect("stops");
+        assert!(!svc.is_gone(last - 1));
+        assert!(svc.is_gone(last));
+        assert_eq!(svc.observed(10_000).state, ServiceState::Draining);
+    }
+
+    #[test]
+    fn task_statuses_follow_their_times() {
+        let svc = service(1);
+        let task = &svc.tasks[0];
+        assert_eq!(task.last_status(0), "PROVISIONING");
+        assert_eq!(task.last_status(task.pending_at), "PENDING");
+        assert_eq!(task.last_status(task.running_at), "RUNNING");
+        assert_eq!(task.health(task.running_at), "UNKNOWN");
+        assert_eq!(task.health(task.healthy_at), "HEALTHY");
+        let mut stopped = task.clone();
+        stopped.stop(&ctx(task.healthy_at), task.healthy_at);
+        assert_eq!(stopped.last_status(task.healthy_at), "DEACTIVATING");
+        let gone = stopped.gone_at.expect("gone");
+        assert_eq!(stopped.last_status(gone - 1), "STOPPING");
+        assert!(stopped.is_gone(gone));
+        assert_eq!(stopped.health(gone + 1), "HEALTHY", "frozen at the stop");
+    }
+}
