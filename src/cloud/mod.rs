@@ -105,6 +105,9 @@ pub struct Observed {
     /// The final snapshot taken before deletion, if one exists.
     pub final_snapshot: Option<ObservedSnapshot>,
     pub log_group: Option<ObservedLogGroup>,
+    /// The service's tasks, when this pass listed them (`Cloud::describe_tasks`); `None`
+    /// when it did not, in which case the last listed tasks (in status) stand in.
+    pub tasks: Option<Vec<ObservedTask>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -146,7 +146,7 @@ fn plan_live(inst: &Instance, names: &ResourceNames, obs: &Observed) -> Plan {
     let db_ready = plan_database(&mut b, spec, names, obs.database.as_ref());
     match spec.state {
         DesiredState::Active => {
-            plan_active_service(&mut b, spec, names, obs, access_point_id, db_ready)
+            plan_active_service(&mut b, inst, names, obs, access_point_id, db_ready)
         }
         DesiredState::Suspended => plan_suspended(&mut b, names, obs),
     }
@@ -270,12 +270,13 @@ fn plan_database<'a>(
 
 fn plan_active_service(
     b: &mut Builder,
-    spec: &Spec,
+    inst: &Instance,
     names: &ResourceNames,
     obs: &Observed,
     access_point_id: Option<String>,
     db: Option<&ObservedDatabase>,
 ) {
+    let spec = &inst.spec;
     let want = spec.configuration.desired_count;
     let want_image = image(spec);
     match &obs.service {
@@ -328,6 +329,18 @@ fn plan_active_service(
                         svc.running_count, want, svc.pending_count
                     ),
                 );
+            } else if let Some(healthy) = healthy_tasks(inst, obs).filter(|h| *h < want as usize) {
+                b.wait(
+                    WaitingOn::Tasks,
+                    "WaitingForHealthyTasks",
+                    format!("{healthy} of {want} tasks healthy"),
+                );
+            } else if healthy_tasks(inst, obs).is_none() {
+                b.wait(
+                    WaitingOn::Tasks,
+                    "WaitingForHealthyTasks",
+                    "task health not known yet",
+                );
             }
         }
     }
@@ -338,6 +351,26 @@ fn update_message(svc: &ObservedService, want: u32) -> String {
         format!("scaling from {} to {want} tasks", svc.desired_count)
     } else {
         "rolling out a new WordPress version".into()
+    }
+}
+
+/// Running tasks that pass their health check, from this pass's task list or, when the
+/// pass did not list tasks (a steady service), from the last list in status.
+fn healthy_tasks(inst: &Instance, obs: &Observed) -> Option<usize> {
+    let healthy = |status: &str, health: &str| status == "RUNNING" && health == "HEALTHY";
+    match &obs.tasks {
+        Some(tasks) => Some(
+            tasks
+                .iter()
+                .filter(|t| healthy(&t.last_status, &t.health))
+                .count(),
+        ),
+        None => inst.status.resources.service.as_ref().map(|s| {
+            s.tasks
+                .iter()
+                .filter(|t| healthy(&t.status, &t.health))
+                .count()
+        }),
     }
 }
 

@@ -199,9 +199,8 @@ impl Reconciler {
         self.queue.done(&key, outcome);
     }
 
-    async fn reconcile(&self, inst: Instance, obs: Observed) -> Outcome {
+    async fn reconcile(&self, inst: Instance, mut obs: Observed) -> Outcome {
         let key = inst.key();
-        let plan = plan(&inst, &obs);
         let mut outcome = PassOutcome {
             handled_request: inst
                 .metadata
@@ -210,14 +209,16 @@ impl Reconciler {
                 .map(|r| r.request_id.clone()),
             ..Default::default()
         };
-        outcome.error = self.execute(&inst, &plan).await;
-        if outcome.error.is_none()
-            && should_list_tasks(inst.status.resources.service.as_ref(), &obs)
-        {
+        // Task health decides readiness; list tasks only while the service changes.
+        if should_list_tasks(inst.status.resources.service.as_ref(), &obs) {
             match self.cloud.describe_tasks(&key).await {
-                Ok(tasks) => outcome.tasks = Some(tasks),
+                Ok(tasks) => obs.tasks = Some(tasks),
                 Err(error) => outcome.error = Some(PassError { step: None, error }),
             }
+        }
+        let plan = plan(&inst, &obs);
+        if outcome.error.is_none() {
+            outcome.error = self.execute(&inst, &plan).await;
         }
         let failed = outcome.error.is_some();
         let status = next_status(&inst, &obs, &plan, outcome, now());

@@ -24,8 +24,6 @@ pub struct PassError {
 #[derive(Debug, Clone, Default)]
 pub struct PassOutcome {
     pub error: Option<PassError>,
-    /// A fresh task list, when the pass listed tasks.
-    pub tasks: Option<Vec<ObservedTask>>,
     /// The reconcile-now request this pass handled.
     pub handled_request: Option<String>,
 }
@@ -68,7 +66,7 @@ pub fn next_status(
         },
         conditions: prev.conditions.clone(),
         replicas: replicas(obs),
-        resources: resources(prev, obs, outcome.tasks, now),
+        resources: resources(prev, obs, now),
         last_reconcile_at: Some(now),
         last_handled_reconcile_request: outcome
             .handled_request
@@ -92,18 +90,13 @@ fn replicas(obs: &Observed) -> Replicas {
         .unwrap_or_default()
 }
 
-fn resources(
-    prev: &Status,
-    obs: &Observed,
-    fresh_tasks: Option<Vec<ObservedTask>>,
-    now: Timestamp,
-) -> Resources {
+fn resources(prev: &Status, obs: &Observed, now: Timestamp) -> Resources {
     let prev_service = prev.resources.service.as_ref();
     Resources {
         service: obs
             .service
             .as_ref()
-            .map(|s| service_status(s, prev_service, fresh_tasks, now)),
+            .map(|s| service_status(s, prev_service, obs.tasks.as_deref(), now)),
         access_point: obs.access_point.as_ref().map(|a| ResourceRef {
             id: a.id.clone(),
             arn: a.arn.clone(),
@@ -129,11 +122,11 @@ fn resources(
 fn service_status(
     svc: &ObservedService,
     prev: Option<&ServiceStatus>,
-    fresh_tasks: Option<Vec<ObservedTask>>,
+    fresh_tasks: Option<&[ObservedTask]>,
     now: Timestamp,
 ) -> ServiceStatus {
     let (tasks, observed_at) = match fresh_tasks {
-        Some(list) => (list.into_iter().map(task_status).collect(), Some(now)),
+        Some(list) => (list.iter().map(task_status).collect(), Some(now)),
         None => prev
             .map(|p| (p.tasks.clone(), p.tasks_observed_at))
             .unwrap_or_default(),
@@ -149,11 +142,11 @@ fn service_status(
     }
 }
 
-fn task_status(t: ObservedTask) -> TaskStatus {
+fn task_status(t: &ObservedTask) -> TaskStatus {
     TaskStatus {
-        id: t.id,
-        status: t.last_status,
-        health: t.health,
+        id: t.id.clone(),
+        status: t.last_status.clone(),
+        health: t.health.clone(),
         started_at: t.started_at,
     }
 }

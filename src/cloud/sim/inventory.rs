@@ -202,6 +202,7 @@ impl Inventory {
                 .log_groups
                 .get(&names.log_group)
                 .map(LogGroupRec::observed),
+            tasks: None,
         }
     }
 

@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::cloud::{
-    ObservedAccessPoint, ObservedLogGroup, ObservedSnapshot, ServiceState, SnapshotState,
+    ObservedAccessPoint, ObservedLogGroup, ObservedSnapshot, ObservedTask, ServiceState,
+    SnapshotState,
 };
 use crate::model::{Configuration, InstanceKey, now};
 
@@ -90,6 +91,17 @@ fn world() -> Observed {
             name: names().log_group,
             arn: "arn:lg".into(),
         }),
+        tasks: Some(vec![task("HEALTHY"), task("HEALTHY")]),
+    }
+}
+
+fn task(health: &str) -> ObservedTask {
+    ObservedTask {
+        id: "t".into(),
+        last_status: "RUNNING".into(),
+        health: health.into(),
+        started_at: None,
+        image: IMAGE.into(),
     }
 }
 
@@ -201,6 +213,44 @@ fn converged_active_instance_plans_nothing() {
         Phase::Active,
         true,
     );
+}
+
+#[test]
+fn running_tasks_must_also_be_healthy() {
+    let mut o = world();
+    o.tasks = Some(vec![task("HEALTHY"), task("UNKNOWN")]);
+    let p = check(
+        &inst(Phase::Provisioning),
+        &o,
+        &[],
+        Phase::Provisioning,
+        false,
+    );
+    assert_eq!(p.waits[0].reason, "WaitingForHealthyTasks");
+    assert_eq!(p.waits[0].message, "1 of 2 tasks healthy");
+}
+
+#[test]
+fn a_steady_pass_that_did_not_list_tasks_uses_the_last_list() {
+    let mut i = inst(Phase::Active);
+    let healthy = crate::model::TaskStatus {
+        id: "t".into(),
+        status: "RUNNING".into(),
+        health: "HEALTHY".into(),
+        started_at: None,
+    };
+    i.status.resources.service = Some(crate::model::ServiceStatus {
+        name: names().service,
+        arn: "arn".into(),
+        image: IMAGE.into(),
+        deployment_status: "COMPLETED".into(),
+        health_status: "HEALTHY".into(),
+        tasks: vec![healthy.clone(), healthy],
+        tasks_observed_at: None,
+    });
+    let mut o = world();
+    o.tasks = None;
+    check(&i, &o, &[], Phase::Active, true);
 }
 
 #[test]
@@ -620,6 +670,7 @@ fn all_observations() -> Vec<Observed> {
                             database: d.clone(),
                             final_snapshot: f.clone(),
                             log_group: l,
+                            tasks: None,
                         });
                     }
                 }
