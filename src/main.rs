@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wpfleet::server::{self, ServeConfig};
+use wpfleet::api::auth::{Auth, Verifier, dev_claims};
+use wpfleet::server::{self, AuthSettings, ServeConfig};
 use wpfleet::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -27,6 +28,27 @@ struct Cli {
 enum Command {
     /// Run the API and the reconciler (embedded store + simulated cloud by default).
     Serve(ServeArgs),
+    /// Print a development token signed with an HS256 secret (the one `serve` uses).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The secret `serve` was started with (`--jwt-secret` / `WPFLEET_JWT_SECRET`).
+    #[arg(long, env = "WPFLEET_JWT_SECRET", hide_env_values = true)]
+    secret: String,
+    /// The tenant the token's user belongs to (`custom:tenant_id`).
+    #[arg(long, required_unless_present = "operator")]
+    tenant: Option<String>,
+    /// Put the user in `platform-operators` (every tenant, operator-only routes).
+    #[arg(long)]
+    operator: bool,
+    /// The subject (`sub`).
+    #[arg(long, default_value = "dev-user")]
+    subject: String,
+    /// How long the token is valid (e.g. 1h, 7d).
+    #[arg(long, default_value = "12h", value_parser = parse_duration)]
+    ttl: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +81,29 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "WPFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+
+    /// HS256 secret for bearer tokens (development). Without it (and without --jwks) a
+    /// random one is generated and an operator token is printed at start.
+    #[arg(
+        long,
+        env = "WPFLEET_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwks"
+    )]
+    jwt_secret: Option<String>,
+
+    /// RS256 key set for bearer tokens (production): a JWKS file or an https URL, such as
+    /// a Cognito user pool's `…/.well-known/jwks.json`.
+    #[arg(long, env = "WPFLEET_JWKS")]
+    jwks: Option<String>,
+
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "WPFLEET_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "WPFLEET_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -84,6 +129,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Token(args) => token(args),
         }
     });
     match result {
@@ -104,6 +150,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         resync_interval: args.resync_interval,
         sim_speed: args.sim_speed,
         retention_days: args.retention_days,
+        auth: AuthSettings {
+            jwt_secret: args.jwt_secret,
+            jwks: args.jwks,
+            issuer: args.jwt_issuer,
+            audience: args.jwt_audience,
+        },
         ..ServeConfig::default()
     };
     let running = server::start(config.clone()).await?;
@@ -113,7 +165,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.data_dir.display(),
         config.sim_speed
     );
-    println!("  try:   curl {}/v1.0/tenants/t1/instances", running.url());
+    if let Some(token) = &running.dev_token {
+        println!("  development operator token (valid 24h):");
+        println!("  export WPFLEET_TOKEN={token}");
+        println!(
+            "  try:   curl -H \"Authorization: Bearer $WPFLEET_TOKEN\" {}/v1.0/tenants/t1/instances",
+            running.url()
+        );
+    }
     let token = running.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -121,6 +180,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token.cancel();
     });
     running.wait().await;
+    Ok(())
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let auth = Auth::new(
+        Verifier::Hs256 {
+            secret: args.secret.into_bytes(),
+        },
+        None,
+        None,
+    );
+    let claims = dev_claims(
+        &args.subject,
+        args.tenant.as_deref(),
+        args.operator,
+        args.ttl,
+    );
+    let token = auth
+        .mint(&claims)
+        .ok_or_else(|| anyhow::anyhow!("could not sign the token"))?;
+    println!("{token}");
     Ok(())
 }
 

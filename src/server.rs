@@ -13,6 +13,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::auth::{Auth, Verifier, dev_claims, load_jwks};
 use crate::api::{self, AppState};
 use crate::cloud::sim::{SimCloud, SimConfig};
 use crate::reconcile::{Backoff, Reconciler, RunConfig};
@@ -28,7 +29,23 @@ pub struct ServeConfig {
     pub sim_speed: f64,
     pub retention_days: u32,
     pub backoff: Backoff,
+    pub auth: AuthSettings,
 }
+
+/// How `/v1.0` callers are authenticated.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// HS256 shared secret; generated (and printed in a token) when neither this nor
+    /// `jwks` is set.
+    pub jwt_secret: Option<String>,
+    /// RS256 key set: a file path or an http(s) URL (production, e.g. Cognito's).
+    pub jwks: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+/// How long the operator token printed at start stays valid.
+pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -40,6 +57,7 @@ impl Default for ServeConfig {
             sim_speed: 1.0,
             retention_days: 30,
             backoff: Backoff::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -51,6 +69,9 @@ pub struct Running {
     pub sim: Arc<SimCloud>,
     pub store: Arc<EmbeddedStore>,
     pub reconciler: Arc<Reconciler>,
+    pub auth: Arc<Auth>,
+    /// An operator token, when tokens are HS256 (development); printed at start.
+    pub dev_token: Option<String>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -109,8 +130,17 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         ..RunConfig::default()
     };
     let reconciler = Reconciler::new(store.clone(), sim.clone(), run_config);
+    let auth = Arc::new(build_auth(&config.auth).await?);
+    let dev_token = auth.mint(&dev_claims(
+        "wpfleet-dev-operator",
+        None,
+        true,
+        DEV_TOKEN_TTL,
+    ));
     let app = AppState {
         store: store.clone(),
+        cloud: sim.clone(),
+        auth: auth.clone(),
         trigger: reconciler.trigger(),
         sim: Some(sim.clone()),
         retention_days: config.retention_days,
@@ -135,7 +165,37 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         sim,
         store,
         reconciler,
+        auth,
+        dev_token,
         shutdown,
         tasks,
     })
+}
+
+async fn build_auth(settings: &AuthSettings) -> anyhow::Result<Auth> {
+    let issuer = settings.issuer.clone();
+    let audience = settings.audience.clone();
+    if let Some(source) = &settings.jwks {
+        let keys = load_jwks(source)
+            .await
+            .with_context(|| format!("loading the JWKS from {source}"))?;
+        anyhow::ensure!(!keys.keys.is_empty(), "the JWKS at {source} has no keys");
+        let verifier = Verifier::Jwks {
+            keys: Arc::new(std::sync::RwLock::new(keys)),
+        };
+        return Ok(Auth::new(verifier, issuer, audience));
+    }
+    match &settings.jwt_secret {
+        Some(secret) => {
+            anyhow::ensure!(
+                secret.len() >= 16,
+                "--jwt-secret must be at least 16 characters"
+            );
+            let verifier = Verifier::Hs256 {
+                secret: secret.clone().into_bytes(),
+            };
+            Ok(Auth::new(verifier, issuer, audience))
+        }
+        None => Ok(Auth::generated().0),
+    }
 }

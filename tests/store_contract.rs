@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use wpfleet::model::{
-    Configuration, DesiredState, Instance, InstanceKey, Phase, ReconcileRequest, Rejection, Spec,
-    Status, TenantId, Tier, Timestamp, now,
+    Backup, BackupStatus, Configuration, DesiredState, Instance, InstanceKey, Phase,
+    ReconcileRequest, Rejection, Spec, Status, TenantId, Tier, Timestamp, now,
 };
 use wpfleet::store::{
-    Change, EmbeddedStore, Page, PageRequest, Store, StoreError, StoreResult, Updated,
+    BackupPage, BackupPageRequest, Change, EmbeddedStore, Page, PageRequest, Store, StoreError,
+    StoreResult, Updated,
 };
 
 /// A fresh, empty store and whatever must live as long as it (a temp dir, a table).
@@ -61,10 +62,22 @@ macro_rules! store_contract {
                 a_status_reporting_the_request_handled_clears_it,
                 delete_reports_whether_the_record_existed,
                 a_recreated_record_gets_a_new_resource_version,
+                create_backup_then_get_round_trips,
+                create_backup_of_a_missing_instance_is_not_found,
+                create_backup_of_a_deleted_instance_is_rejected,
+                create_backup_of_a_taken_id_conflicts,
+                list_backups_pages_in_id_order_within_one_instance,
+                list_backups_active_only_follows_the_status,
+                update_of_a_missing_backup_is_backup_not_found,
+                a_final_backup_is_never_changed,
+                a_backup_status_never_goes_back,
+                update_backup_keeps_identity_and_requested_at,
+                deleting_an_instance_keeps_its_backups,
             );
             store_contract!(@cases $fixture, "multi_thread";
                 concurrent_updates_lose_nothing,
                 concurrent_creates_of_one_key_admit_one,
+                concurrent_creates_of_one_backup_id_admit_one,
             );
         }
     };
@@ -167,6 +180,94 @@ fn keys_of(pages: &[Page]) -> Vec<InstanceKey> {
         .iter()
         .flat_map(|p| p.items.iter().map(Instance::key))
         .collect()
+}
+
+/// A PENDING backup of `k` requested `n` ms after `created_at()`: ids sort by `n`.
+fn backup(k: &InstanceKey, n: i64) -> Backup {
+    Backup::new(k, created_at() + Duration::milliseconds(n))
+}
+
+/// `b` moved to `status` with the fields a reconciler records on the way.
+fn advanced(b: &Backup, status: BackupStatus) -> Backup {
+    let mut b = b.clone();
+    b.status = status;
+    match status {
+        BackupStatus::Pending => {}
+        BackupStatus::Running => {
+            b.started_at = Some(now());
+            b.efs_backup_job_id = Some(format!("job-{}", b.backup_id));
+        }
+        BackupStatus::Completed => {
+            b.completed_at = Some(now());
+            b.efs_recovery_point_arn = Some(format!("arn:aws:backup:rp/{}", b.backup_id));
+            b.rds_snapshot_id = Some(format!("snap-{}", b.backup_id));
+        }
+        BackupStatus::Failed => {
+            b.completed_at = Some(now());
+            b.error = Some("the backup job failed".into());
+        }
+    }
+    b
+}
+
+/// Moves the stored `b` to `status`; returns the record as it should now be stored.
+async fn advance(store: &Arc<dyn Store>, b: &Backup, status: BackupStatus) -> Backup {
+    let next = advanced(b, status);
+    store.update_backup(&next).await.expect("update_backup");
+    next
+}
+
+async fn stored_backup(store: &Arc<dyn Store>, b: &Backup) -> Backup {
+    store
+        .get_backup(&b.key(), &b.backup_id)
+        .await
+        .expect("get_backup")
+        .expect("backup exists")
+}
+
+async fn request_deletion(store: &Arc<dyn Store>, k: &InstanceKey) {
+    let at = now();
+    let delete = move |i: &mut Instance| {
+        i.metadata.deletion_requested_at = Some(at);
+        Ok(Change::Changed)
+    };
+    store
+        .update(k, None, &delete)
+        .await
+        .expect("request deletion");
+}
+
+async fn list_backup_pages(
+    store: &Arc<dyn Store>,
+    k: &InstanceKey,
+    limit: usize,
+    active_only: bool,
+) -> Vec<BackupPage> {
+    let mut pages = vec![];
+    let mut after = None;
+    loop {
+        let request = BackupPageRequest {
+            limit,
+            after,
+            active_only,
+        };
+        let page = store.list_backups(k, request).await.expect("list_backups");
+        after = page.next.clone();
+        pages.push(page);
+        if after.is_none() {
+            return pages;
+        }
+        assert!(pages.len() < 1000, "paging does not terminate");
+    }
+}
+
+fn backups_of(pages: &[BackupPage]) -> Vec<Backup> {
+    pages.iter().flat_map(|p| p.items.clone()).collect()
+}
+
+/// Every backup of `k` (or only the active ones), through pages of 100.
+async fn all_backups(store: &Arc<dyn Store>, k: &InstanceKey, active_only: bool) -> Vec<Backup> {
+    backups_of(&list_backup_pages(store, k, 100, active_only).await)
 }
 
 mod contract {
@@ -643,6 +744,359 @@ mod contract {
         assert_eq!(winners.len(), 1);
         assert_eq!(stored(&store, &k).await, winners[0]);
     }
+
+    pub async fn create_backup_then_get_round_trips(store: Arc<dyn Store>) {
+        let (k, other) = (key("t1", "blog"), key("t1", "other"));
+        create(&store, &k).await;
+        create(&store, &other).await;
+        let b = backup(&k, 0);
+        assert_eq!(store.create_backup(b.clone()).await.unwrap(), b);
+        assert_eq!(stored_backup(&store, &b).await, b);
+        let missing = backup(&k, 1).backup_id;
+        assert_eq!(store.get_backup(&k, &missing).await.unwrap(), None);
+        assert_eq!(
+            store.get_backup(&other, &b.backup_id).await.unwrap(),
+            None,
+            "a backup id belongs to one instance"
+        );
+        assert_eq!(
+            store
+                .get_backup(&key("t2", "blog"), &b.backup_id)
+                .await
+                .unwrap(),
+            None,
+            "and to one tenant"
+        );
+    }
+
+    pub async fn create_backup_of_a_missing_instance_is_not_found(store: Arc<dyn Store>) {
+        // The same instance id in another tenant does not count.
+        create(&store, &key("t2", "blog")).await;
+        let k = key("t1", "blog");
+        let b = backup(&k, 0);
+        match store.create_backup(b.clone()).await {
+            Err(StoreError::NotFound(got)) => assert_eq!(got, k),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        assert_eq!(store.get_backup(&k, &b.backup_id).await.unwrap(), None);
+        assert_eq!(all_backups(&store, &k, false).await, vec![]);
+        assert_eq!(all_backups(&store, &k, true).await, vec![]);
+    }
+
+    pub async fn create_backup_of_a_deleted_instance_is_rejected(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        create(&store, &k).await;
+        let earlier = backup(&k, 0);
+        store.create_backup(earlier.clone()).await.unwrap();
+        request_deletion(&store, &k).await;
+        let b = backup(&k, 1);
+        match store.create_backup(b.clone()).await {
+            Err(StoreError::Rejected(Rejection::InvalidTransition(m))) => {
+                assert!(m.contains("delet"), "the message says why: {m}")
+            }
+            other => panic!("expected Rejected(InvalidTransition), got {other:?}"),
+        }
+        assert_eq!(store.get_backup(&k, &b.backup_id).await.unwrap(), None);
+        assert_eq!(all_backups(&store, &k, false).await, vec![earlier.clone()]);
+        assert_eq!(all_backups(&store, &k, true).await, vec![earlier]);
+    }
+
+    pub async fn create_backup_of_a_taken_id_conflicts(store: Arc<dyn Store>) {
+        let (k, other) = (key("t1", "blog"), key("t1", "other"));
+        create(&store, &k).await;
+        create(&store, &other).await;
+        let first = store.create_backup(backup(&k, 0)).await.unwrap();
+        let mut again = advanced(&first, BackupStatus::Running);
+        again.requested_at = now();
+        match store.create_backup(again).await {
+            Err(StoreError::Conflict(_)) => {}
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+        assert_eq!(stored_backup(&store, &first).await, first, "untouched");
+        assert_eq!(all_backups(&store, &k, false).await, vec![first.clone()]);
+        assert_eq!(all_backups(&store, &k, true).await, vec![first.clone()]);
+        // The id is taken only within its instance.
+        let elsewhere = Backup {
+            instance_id: other.instance_id.clone(),
+            ..first.clone()
+        };
+        assert_eq!(
+            store.create_backup(elsewhere.clone()).await.unwrap(),
+            elsewhere
+        );
+        assert_eq!(stored_backup(&store, &first).await, first);
+    }
+
+    pub async fn list_backups_pages_in_id_order_within_one_instance(store: Arc<dyn Store>) {
+        // `a-b/` sorts before `a/` and `a0/` after it; `t2/a` is the same instance id in
+        // another tenant.
+        let (a, a_b, a0, other_tenant, empty) = (
+            key("t1", "a"),
+            key("t1", "a-b"),
+            key("t1", "a0"),
+            key("t2", "a"),
+            key("t1", "b"),
+        );
+        for k in [&a, &a_b, &a0, &other_tenant, &empty] {
+            create(&store, k).await;
+        }
+        // Created out of id order, interleaved with the neighbours' backups.
+        let mut expected = vec![];
+        for n in [3, 1, 4, 0, 2] {
+            let b = store.create_backup(backup(&a, n)).await.unwrap();
+            expected.push(b);
+            for neighbour in [&a_b, &a0, &other_tenant] {
+                store.create_backup(backup(neighbour, n)).await.unwrap();
+            }
+        }
+        expected.sort_by(|x, y| x.backup_id.cmp(&y.backup_id));
+        assert_eq!(
+            expected.iter().map(|b| b.requested_at).collect::<Vec<_>>(),
+            (0..5)
+                .map(|n| backup(&a, n).requested_at)
+                .collect::<Vec<_>>(),
+            "id order is request order"
+        );
+        for active_only in [false, true] {
+            for limit in [1, 2, 3, 4, 5, 6, 100] {
+                let what = format!("limit {limit}, active_only {active_only}");
+                let pages = list_backup_pages(&store, &a, limit, active_only).await;
+                assert_eq!(backups_of(&pages), expected, "{what}");
+                assert_eq!(pages.len(), expected.len().div_ceil(limit), "{what}");
+                assert!(pages.iter().all(|p| p.items.len() <= limit), "{what}");
+                let full = pages.iter().rev().skip(1).all(|p| p.items.len() == limit);
+                assert!(full, "only the last page may be short ({what})");
+                for page in &pages[..pages.len() - 1] {
+                    let last = page.items.last().map(|b| b.backup_id.clone());
+                    assert_eq!(page.next, last, "next is the last id returned ({what})");
+                }
+            }
+            for neighbour in [&a_b, &a0, &other_tenant] {
+                let got = all_backups(&store, neighbour, active_only).await;
+                assert_eq!(got.len(), 5, "{neighbour}");
+                assert!(got.iter().all(|b| b.key() == *neighbour), "{neighbour}");
+            }
+            let pages = list_backup_pages(&store, &empty, 10, active_only).await;
+            assert_eq!(pages.len(), 1);
+            assert!(pages[0].items.is_empty() && pages[0].next.is_none());
+            let past_the_end = BackupPageRequest {
+                limit: 10,
+                after: Some(expected[4].backup_id.clone()),
+                active_only,
+            };
+            let page = store.list_backups(&a, past_the_end).await.unwrap();
+            assert!(page.items.is_empty() && page.next.is_none());
+            let zero = BackupPageRequest {
+                limit: 0,
+                after: None,
+                active_only,
+            };
+            let page = store.list_backups(&a, zero).await.unwrap();
+            assert_eq!(
+                page.items,
+                expected[..1],
+                "a zero limit still makes progress"
+            );
+            assert_eq!(page.next, Some(expected[0].backup_id.clone()));
+        }
+    }
+
+    pub async fn list_backups_active_only_follows_the_status(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        create(&store, &k).await;
+        let mut all = vec![];
+        for n in 0..5 {
+            all.push(store.create_backup(backup(&k, n)).await.unwrap());
+        }
+        all[1] = advance(&store, &all[1], BackupStatus::Running).await;
+        let running = advance(&store, &all[2], BackupStatus::Running).await;
+        all[2] = advance(&store, &running, BackupStatus::Completed).await;
+        all[3] = advance(&store, &all[3], BackupStatus::Failed).await;
+        let active = |all: &[Backup], idx: &[usize]| -> Vec<Backup> {
+            idx.iter().map(|&i| all[i].clone()).collect()
+        };
+        assert_eq!(
+            all_backups(&store, &k, true).await,
+            active(&all, &[0, 1, 4])
+        );
+        let one_by_one = backups_of(&list_backup_pages(&store, &k, 1, true).await);
+        assert_eq!(one_by_one, active(&all, &[0, 1, 4]));
+        assert_eq!(
+            all_backups(&store, &k, false).await,
+            all,
+            "finished ones stay"
+        );
+
+        all[1] = advance(&store, &all[1], BackupStatus::Completed).await;
+        all[0] = advance(&store, &all[0], BackupStatus::Running).await;
+        assert_eq!(all_backups(&store, &k, true).await, active(&all, &[0, 4]));
+        all[0] = advance(&store, &all[0], BackupStatus::Failed).await;
+        all[4] = advance(&store, &all[4], BackupStatus::Completed).await;
+        assert_eq!(all_backups(&store, &k, true).await, vec![]);
+        let page = list_backup_pages(&store, &k, 2, true).await;
+        assert_eq!((page.len(), page[0].items.len()), (1, 0));
+        assert_eq!(all_backups(&store, &k, false).await, all);
+    }
+
+    pub async fn update_of_a_missing_backup_is_backup_not_found(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        create(&store, &k).await;
+        let existing = store.create_backup(backup(&k, 0)).await.unwrap();
+        let missing = advanced(&backup(&k, 1), BackupStatus::Running);
+        // Also for an instance that does not exist at all.
+        let nowhere = advanced(&backup(&key("t1", "gone"), 1), BackupStatus::Running);
+        for b in [missing, nowhere] {
+            match store.update_backup(&b).await {
+                Err(StoreError::BackupNotFound(got_key, got_id)) => {
+                    assert_eq!((got_key, got_id), (b.key(), b.backup_id.clone()))
+                }
+                other => panic!("expected BackupNotFound, got {other:?}"),
+            }
+            let got = store.get_backup(&b.key(), &b.backup_id).await.unwrap();
+            assert_eq!(got, None, "nothing was created");
+        }
+        assert_eq!(all_backups(&store, &k, false).await, vec![existing]);
+    }
+
+    pub async fn a_final_backup_is_never_changed(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        create(&store, &k).await;
+        for (n, last) in [(0, BackupStatus::Completed), (1, BackupStatus::Failed)] {
+            let b = store.create_backup(backup(&k, n)).await.unwrap();
+            let running = advance(&store, &b, BackupStatus::Running).await;
+            let done = advance(&store, &running, last).await;
+            let attempts = [
+                Backup {
+                    error: Some("rewritten".into()),
+                    ..done.clone()
+                },
+                Backup {
+                    rds_snapshot_id: Some("another-snapshot".into()),
+                    ..done.clone()
+                },
+                advanced(&done, BackupStatus::Running),
+                advanced(&done, BackupStatus::Pending),
+                advanced(&done, BackupStatus::Completed),
+                advanced(&done, BackupStatus::Failed),
+            ];
+            for attempt in attempts {
+                match store.update_backup(&attempt).await {
+                    Err(StoreError::Conflict(_)) => {}
+                    other => panic!("expected Conflict for {attempt:?}, got {other:?}"),
+                }
+                assert_eq!(stored_backup(&store, &b).await, done, "unchanged");
+            }
+        }
+        assert_eq!(all_backups(&store, &k, true).await, vec![]);
+    }
+
+    pub async fn a_backup_status_never_goes_back(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        create(&store, &k).await;
+        let b = store.create_backup(backup(&k, 0)).await.unwrap();
+        // Progress within a status is fine.
+        let pending = Backup {
+            efs_backup_job_id: Some("job-1".into()),
+            ..b.clone()
+        };
+        store.update_backup(&pending).await.unwrap();
+        assert_eq!(stored_backup(&store, &b).await, pending);
+        let running = advance(&store, &pending, BackupStatus::Running).await;
+        let snapshot = Backup {
+            rds_snapshot_id: Some("snap-1".into()),
+            ..running.clone()
+        };
+        store.update_backup(&snapshot).await.unwrap();
+        assert_eq!(stored_backup(&store, &b).await, snapshot);
+
+        let back = Backup {
+            status: BackupStatus::Pending,
+            ..snapshot.clone()
+        };
+        match store.update_backup(&back).await {
+            Err(StoreError::Conflict(_)) => {}
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+        assert_eq!(stored_backup(&store, &b).await, snapshot, "unchanged");
+        assert_eq!(all_backups(&store, &k, true).await, vec![snapshot]);
+    }
+
+    pub async fn update_backup_keeps_identity_and_requested_at(store: Arc<dyn Store>) {
+        let (k, other) = (key("t1", "blog"), key("t1", "other"));
+        create(&store, &k).await;
+        create(&store, &other).await;
+        let b = store.create_backup(backup(&k, 0)).await.unwrap();
+        let mut moved = advanced(&b, BackupStatus::Running);
+        moved.requested_at = now();
+        store.update_backup(&moved).await.unwrap();
+        let expected = Backup {
+            requested_at: b.requested_at,
+            ..moved.clone()
+        };
+        assert_eq!(stored_backup(&store, &b).await, expected);
+
+        // An update names its record by its identity: another instance's key is another
+        // record, which does not exist, and this one is not touched.
+        let retargeted = Backup {
+            instance_id: other.instance_id.clone(),
+            ..advanced(&expected, BackupStatus::Completed)
+        };
+        assert!(matches!(
+            store.update_backup(&retargeted).await,
+            Err(StoreError::BackupNotFound(..))
+        ));
+        assert_eq!(stored_backup(&store, &b).await, expected);
+        assert_eq!(all_backups(&store, &other, false).await, vec![]);
+    }
+
+    pub async fn deleting_an_instance_keeps_its_backups(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        create(&store, &k).await;
+        let first = store.create_backup(backup(&k, 0)).await.unwrap();
+        let done = advance(&store, &first, BackupStatus::Completed).await;
+        let in_flight = store.create_backup(backup(&k, 1)).await.unwrap();
+        request_deletion(&store, &k).await;
+        assert!(store.delete(&k).await.unwrap());
+        assert_eq!(store.get(&k).await.unwrap(), None);
+        assert_eq!(
+            all_backups(&store, &k, false).await,
+            vec![done.clone(), in_flight.clone()]
+        );
+        assert_eq!(all_backups(&store, &k, true).await, vec![in_flight.clone()]);
+        assert_eq!(stored_backup(&store, &done).await, done);
+        // A backup in flight when the record went can still be finished.
+        let finished = advance(&store, &in_flight, BackupStatus::Completed).await;
+        assert_eq!(all_backups(&store, &k, false).await, vec![done, finished]);
+        assert_eq!(all_backups(&store, &k, true).await, vec![]);
+    }
+
+    pub async fn concurrent_creates_of_one_backup_id_admit_one(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        create(&store, &k).await;
+        let id = backup(&k, 0).backup_id;
+        let creators: Vec<_> = (0..10)
+            .map(|n| {
+                let store = store.clone();
+                let candidate = Backup {
+                    backup_id: id.clone(),
+                    error: Some(format!("candidate {n}")),
+                    ..backup(&k, n)
+                };
+                tokio::spawn(async move { store.create_backup(candidate).await })
+            })
+            .collect();
+        let mut winners = vec![];
+        for creator in creators {
+            match creator.await.unwrap() {
+                Ok(created) => winners.push(created),
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1);
+        assert_eq!(all_backups(&store, &k, false).await, winners);
+        assert_eq!(all_backups(&store, &k, true).await, winners);
+    }
 }
 
 mod embedded_only {
@@ -650,6 +1104,8 @@ mod embedded_only {
     use std::process::{Command, Stdio};
     use std::sync::Barrier;
     use std::time::{Duration, Instant};
+
+    use redb::ReadableTable;
 
     use super::*;
 
@@ -783,6 +1239,146 @@ mod embedded_only {
             .instance;
         assert_eq!(last.spec.organization_name, "Acme;held;next");
         assert_eq!(last.metadata.generation, 3);
+    }
+
+    const BACKUPS_TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("backups");
+    const ACTIVE_BACKUPS_TABLE: redb::TableDefinition<&str, ()> =
+        redb::TableDefinition::new("active_backups");
+
+    fn backup_path(b: &Backup) -> String {
+        format!("{}/{}", b.key().path(), b.backup_id)
+    }
+
+    /// The reconciler lists in-flight backups on every pass, so that listing must not read
+    /// finished records. Checked structurally, not by timing: the index holds exactly the
+    /// in-flight keys, and with every finished record (and 500 more) made unreadable on
+    /// disk, the active listing still works while a full listing fails.
+    #[tokio::test]
+    async fn active_only_listing_reads_only_in_flight_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, neighbour) = (key("t1", "blog"), key("t1", "blog-x"));
+        let (pending, running, neighbours) = {
+            let store = open(dir.path());
+            create(&store, &k).await;
+            create(&store, &neighbour).await;
+            let finals = [BackupStatus::Completed, BackupStatus::Failed];
+            for n in 0..6 {
+                let b = store.create_backup(backup(&k, n * 100)).await.unwrap();
+                let b = advance(&store, &b, BackupStatus::Running).await;
+                advance(&store, &b, finals[n as usize % 2]).await;
+            }
+            let pending = store.create_backup(backup(&k, 250)).await.unwrap();
+            let running = store.create_backup(backup(&k, 450)).await.unwrap();
+            let running = advance(&store, &running, BackupStatus::Running).await;
+            let neighbours = store.create_backup(backup(&neighbour, 300)).await.unwrap();
+            (pending, running, neighbours)
+        };
+        let active_paths: BTreeSet<String> =
+            [&pending, &running, &neighbours].map(backup_path).into();
+        {
+            let db = redb::Database::create(dir.path().join("wpfleet.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let index = txn.open_table(ACTIVE_BACKUPS_TABLE).unwrap();
+                let indexed: BTreeSet<String> = index
+                    .iter()
+                    .unwrap()
+                    .map(|e| e.unwrap().0.value().to_owned())
+                    .collect();
+                assert_eq!(
+                    indexed, active_paths,
+                    "the index holds exactly the active keys"
+                );
+                let mut backups = txn.open_table(BACKUPS_TABLE).unwrap();
+                let finished: Vec<String> = backups
+                    .iter()
+                    .unwrap()
+                    .map(|e| e.unwrap().0.value().to_owned())
+                    .filter(|path| !active_paths.contains(path))
+                    .collect();
+                assert_eq!(finished.len(), 6);
+                // 500 more finished records, before, between and after the active ones.
+                let more = (0..500).map(|n| backup_path(&backup(&k, n)));
+                for path in finished.into_iter().chain(more) {
+                    backups
+                        .insert(path.as_str(), b"{not json".as_slice())
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = open(dir.path());
+        for limit in [1, 2, 10] {
+            let pages = list_backup_pages(&store, &k, limit, true).await;
+            let expected = vec![pending.clone(), running.clone()];
+            assert_eq!(backups_of(&pages), expected, "limit {limit}");
+        }
+        let full = BackupPageRequest {
+            limit: 10,
+            after: None,
+            active_only: false,
+        };
+        assert!(
+            matches!(
+                store.list_backups(&k, full).await,
+                Err(StoreError::Unavailable(_))
+            ),
+            "the finished records really are unreadable"
+        );
+        assert_eq!(
+            all_backups(&store, &neighbour, true).await,
+            vec![neighbours]
+        );
+        let done = advance(&store, &running, BackupStatus::Completed).await;
+        assert_eq!(stored_backup(&store, &done).await, done);
+        assert_eq!(all_backups(&store, &k, true).await, vec![pending]);
+    }
+
+    #[tokio::test]
+    async fn a_backup_id_that_is_not_one_key_segment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let (k, nested) = (key("t1", "blog"), key("t1", "blog-x"));
+        create(&store, &k).await;
+        create(&store, &nested).await;
+        for id in ["", "x/y", "../blog-x/bk-1"] {
+            let b = Backup {
+                backup_id: id.into(),
+                ..backup(&k, 0)
+            };
+            match store.create_backup(b).await {
+                Err(StoreError::Rejected(Rejection::Invalid(errors))) => {
+                    assert_eq!(errors[0].field, "backupId", "{id:?}")
+                }
+                other => panic!("expected Rejected(Invalid) for {id:?}, got {other:?}"),
+            }
+        }
+        assert_eq!(all_backups(&store, &k, false).await, vec![]);
+        assert_eq!(all_backups(&store, &nested, false).await, vec![]);
+    }
+
+    /// A file written before backups existed has no backup tables; opening it adds them.
+    #[tokio::test]
+    async fn a_file_from_before_backups_opens_and_gains_the_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key("t1", "blog");
+        let old = instance(&k);
+        {
+            let db = redb::Database::create(dir.path().join("wpfleet.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            let bytes = serde_json::to_vec(&old).unwrap();
+            txn.open_table(INSTANCES_TABLE)
+                .unwrap()
+                .insert(k.path().as_str(), bytes.as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(stored(&store, &k).await, old);
+        assert_eq!(all_backups(&store, &k, false).await, vec![]);
+        assert_eq!(all_backups(&store, &k, true).await, vec![]);
+        let b = store.create_backup(backup(&k, 0)).await.unwrap();
+        assert_eq!(all_backups(&store, &k, true).await, vec![b]);
     }
 
     const CRASH_DIR: &str = "WPFLEET_STORE_CRASH_DIR";

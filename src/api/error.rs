@@ -25,6 +25,14 @@ pub enum ApiError {
     InstanceNotFound(InstanceKey),
     #[error("instance {0} already exists")]
     InstanceExists(InstanceKey),
+    #[error("backup {1} of instance {0} not found")]
+    BackupNotFound(InstanceKey, String),
+    #[error("{0}")]
+    BackupNotReady(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    RateLimited(String),
     #[error("{0}")]
     InvalidTransition(String),
     #[error("{0}")]
@@ -70,11 +78,14 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation { .. } => StatusCode::BAD_REQUEST,
-            ApiError::InstanceNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::InstanceExists(_) => StatusCode::CONFLICT,
-            ApiError::InvalidTransition(_) | ApiError::ScaleLimitExceeded(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::InstanceNotFound(_)
+            | ApiError::BackupNotFound(..)
+            | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::InstanceExists(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::InvalidTransition(_)
+            | ApiError::ScaleLimitExceeded(_)
+            | ApiError::BackupNotReady(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -91,6 +102,10 @@ impl ApiError {
             ApiError::Validation { .. } => "VALIDATION_ERROR",
             ApiError::InstanceNotFound(_) => "INSTANCE_NOT_FOUND",
             ApiError::InstanceExists(_) => "INSTANCE_EXISTS",
+            ApiError::BackupNotFound(..) => "BACKUP_NOT_FOUND",
+            ApiError::BackupNotReady(_) => "BACKUP_NOT_READY",
+            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::RateLimited(_) => "RATE_LIMITED",
             ApiError::InvalidTransition(_) => "INVALID_STATUS_TRANSITION",
             ApiError::ScaleLimitExceeded(_) => "SCALE_LIMIT_EXCEEDED",
             ApiError::PreconditionFailed { .. } => "PRECONDITION_FAILED",
@@ -110,6 +125,9 @@ impl ApiError {
             ApiError::Validation { fields, .. } => json!({ "fields": fields }),
             ApiError::InstanceNotFound(k) | ApiError::InstanceExists(k) => {
                 json!({ "tenantId": k.tenant_id, "instanceId": k.instance_id })
+            }
+            ApiError::BackupNotFound(k, id) => {
+                json!({ "tenantId": k.tenant_id, "instanceId": k.instance_id, "backupId": id })
             }
             ApiError::PreconditionFailed { current } => json!({ "currentETag": current }),
             ApiError::PayloadTooLarge { limit } => json!({ "limitBytes": limit }),
@@ -139,7 +157,7 @@ impl IntoResponse for ApiError {
             }
         });
         let mut res = (self.status(), axum::Json(body)).into_response();
-        if let ApiError::Unavailable(_) = self {
+        if let ApiError::Unavailable(_) | ApiError::RateLimited(_) = self {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
@@ -173,6 +191,8 @@ impl From<StoreError> for ApiError {
             StoreError::Rejected(r) => r.into(),
             StoreError::StaleStatus { .. } => ApiError::Internal(e.to_string()),
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            StoreError::BackupNotFound(k, id) => ApiError::BackupNotFound(k, id),
+            StoreError::Conflict(m) => ApiError::Conflict(m),
         }
     }
 }

@@ -19,7 +19,7 @@ use super::views::{
 };
 use crate::model::{
     Configuration, DesiredState, Instance, InstanceId, InstanceKey, ReconcileRequest, Rejection,
-    Spec, Tier, now, validate_spec,
+    Spec, TenantId, Tier, now, validate_spec,
 };
 use crate::store::{Change, PageRequest, StoreError};
 
@@ -217,22 +217,27 @@ pub async fn list(
     TenantPath(tenant): TenantPath,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
+    list_page(&app, Some(&tenant), q).await
+}
+
+async fn list_page(
+    app: &AppState,
+    tenant: Option<&TenantId>,
+    q: ListQuery,
+) -> Result<Response, ApiError> {
     let limit = parse_limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let after = match q.next_token.as_deref() {
         None | Some("") => None,
         Some(token) => Some(
             decode_token(token)
-                .filter(|k| k.tenant_id == tenant)
+                .filter(|k| tenant.is_none_or(|t| &k.tenant_id == t))
                 .ok_or_else(|| ApiError::field("nextToken", "is not a token this list returned"))?,
         ),
     };
-    let page = app
-        .store
-        .list(Some(&tenant), PageRequest { limit, after })
-        .await?;
+    let page = app.store.list(tenant, PageRequest { limit, after }).await?;
     let next_token = page.next.as_ref().map(encode_token);
+    let base = tenant.map_or_else(|| "/v1.0/instances".to_owned(), collection_href);
     let mut links = Links::new();
-    let base = collection_href(&tenant);
     links.insert(
         "self",
         Link {
@@ -240,13 +245,15 @@ pub async fn list(
             method: None,
         },
     );
-    links.insert(
-        "create",
-        Link {
-            href: base.clone(),
-            method: Some("POST"),
-        },
-    );
+    if tenant.is_some() {
+        links.insert(
+            "create",
+            Link {
+                href: base.clone(),
+                method: Some("POST"),
+            },
+        );
+    }
     if let Some(t) = &next_token {
         links.insert(
             "next",
@@ -339,8 +346,20 @@ pub async fn reconcile_one(
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
-/// Reconcile-now for every instance (of one tenant, or all).
+/// Reconcile-now for every instance (operators).
 pub async fn reconcile_all(State(app): State<AppState>) -> Result<Response, ApiError> {
+    reconcile_many(&app, None).await
+}
+
+/// Reconcile-now for every instance of one tenant.
+pub async fn reconcile_tenant(
+    State(app): State<AppState>,
+    TenantPath(tenant): TenantPath,
+) -> Result<Response, ApiError> {
+    reconcile_many(&app, Some(&tenant)).await
+}
+
+async fn reconcile_many(app: &AppState, tenant: Option<&TenantId>) -> Result<Response, ApiError> {
     let request = new_reconcile_request();
     let mut page = PageRequest {
         limit: 1000,
@@ -348,8 +367,13 @@ pub async fn reconcile_all(State(app): State<AppState>) -> Result<Response, ApiE
     };
     let mut count = 0;
     loop {
-        let result = app.store.list(None, page.clone()).await?;
-        let keys: Vec<InstanceKey> = result.items.iter().map(Instance::key).collect();
+        let result = app.store.list(tenant, page.clone()).await?;
+        let keys: Vec<InstanceKey> = result
+            .items
+            .iter()
+            .filter(|i| i.status.phase != crate::model::Phase::Deprovisioned)
+            .map(Instance::key)
+            .collect();
         count += app.store.request_reconcile(&keys, &request).await?;
         for key in keys {
             app.trigger.now(key);
@@ -361,6 +385,14 @@ pub async fn reconcile_all(State(app): State<AppState>) -> Result<Response, ApiE
     }
     let body = json!({ "requestId": request.request_id, "instances": count });
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+}
+
+/// Every tenant's instances (operators), paged like a tenant's list.
+pub async fn list_all(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    list_page(&app, None, q).await
 }
 
 fn new_reconcile_request() -> ReconcileRequest {

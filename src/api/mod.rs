@@ -7,11 +7,15 @@
 //!   methods, oversized bodies and panics;
 //! * a request that fails changes nothing.
 
+pub mod auth;
+mod backups;
 pub mod error;
 pub mod extract;
 mod health;
 mod instances;
+mod logs;
 mod sim;
+mod verbs;
 pub mod views;
 
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::cloud::Cloud;
 use crate::cloud::sim::SimCloud;
 use crate::reconcile::Trigger;
 use crate::store::Store;
@@ -32,6 +37,9 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// For reads only (logs); the API never mutates the cloud.
+    pub cloud: Arc<dyn Cloud>,
+    pub auth: Arc<auth::Auth>,
     pub trigger: Trigger,
     /// Present when running on the simulated cloud: enables `/v1.0/sim/…`.
     pub sim: Option<Arc<SimCloud>>,
@@ -40,13 +48,45 @@ pub struct AppState {
 }
 
 pub fn router(app: AppState) -> Router {
-    let instance = "/v1.0/tenants/{tenantId}/instances/{instanceId}";
-    let mut router = Router::new()
+    let open = Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::readyz));
+    let mut operator = Router::new()
+        .route("/v1.0/reconcile", post(instances::reconcile_all))
+        .route("/v1.0/instances", get(instances::list_all));
+    if app.sim.is_some() {
+        operator = operator.merge(sim::routes());
+    }
+    let operator = operator.route_layer(middleware::from_fn_with_state(
+        app.clone(),
+        auth::operator_guard,
+    ));
+    let tenant = tenant_routes().route_layer(middleware::from_fn_with_state(
+        app.clone(),
+        auth::tenant_guard,
+    ));
+    open.merge(operator)
+        .merge(tenant)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(log_errors))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(app)
+}
+
+fn tenant_routes() -> Router<AppState> {
+    let tenant = "/v1.0/tenants/{tenantId}";
+    let instance = "/v1.0/tenants/{tenantId}/instances/{instanceId}";
+    let at = |suffix: &str| format!("{instance}/{suffix}");
+    Router::new()
         .route(
-            "/v1.0/tenants/{tenantId}/instances",
+            &format!("{tenant}/instances"),
             get(instances::list).post(instances::create),
+        )
+        .route(
+            &format!("{tenant}/reconcile"),
+            post(instances::reconcile_tenant),
         )
         .route(
             instance,
@@ -54,22 +94,19 @@ pub fn router(app: AppState) -> Router {
                 .put(instances::put)
                 .delete(instances::delete),
         )
-        .route(&format!("{instance}/status"), get(instances::status))
         .route(
-            &format!("{instance}/reconcile"),
-            post(instances::reconcile_one),
+            &at("status"),
+            get(instances::status).post(verbs::status_action),
         )
-        .route("/v1.0/reconcile", post(instances::reconcile_all));
-    if app.sim.is_some() {
-        router = router.merge(sim::routes());
-    }
-    router
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(middleware::from_fn(log_errors))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(app)
+        .route(&at("reconcile"), post(instances::reconcile_one))
+        .route(&at("scale"), post(verbs::scale))
+        .route(&at("suspend"), post(verbs::suspend))
+        .route(&at("resume"), post(verbs::resume))
+        .route(&at("backup"), post(verbs::backup))
+        .route(&at("backups"), get(backups::list))
+        .route(&at("backups/{backupId}"), get(backups::get_one))
+        .route(&at("restore"), post(verbs::restore))
+        .route(&at("logs"), get(logs::logs))
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -26,7 +26,7 @@ fn get(href: String) -> Link {
     Link { href, method: None }
 }
 
-fn verb(href: String, method: &'static str) -> Link {
+fn verb_link(href: String, method: &'static str) -> Link {
     Link {
         href,
         method: Some(method),
@@ -57,12 +57,24 @@ pub fn instance_links(inst: &Instance) -> Links {
     links.insert("self", get(base.clone()));
     links.insert("status", get(format!("{base}/status")));
     links.insert("collection", get(collection_href(&key.tenant_id)));
+    links.insert("backups", get(format!("{base}/backups")));
+    links.insert("logs", get(format!("{base}/logs")));
     if inst.is_deleted() {
         return links;
     }
-    links.insert("update", verb(base.clone(), "PUT"));
-    links.insert("delete", verb(base.clone(), "DELETE"));
-    links.insert("reconcile", verb(format!("{base}/reconcile"), "POST"));
+    let post = |verb: &str| verb_link(format!("{base}/{verb}"), "POST");
+    links.insert("update", verb_link(base.clone(), "PUT"));
+    links.insert("delete", verb_link(base.clone(), "DELETE"));
+    links.insert("reconcile", post("reconcile"));
+    links.insert("scale", post("scale"));
+    links.insert("backup", post("backup"));
+    match inst.spec.state {
+        DesiredState::Active => links.insert("suspend", post("suspend")),
+        DesiredState::Suspended => links.insert("resume", post("resume")),
+    };
+    if crate::reconcile::plan::data_generation(inst).1.is_none() {
+        links.insert("restore", post("restore"));
+    }
     links
 }
 
@@ -166,6 +178,32 @@ impl<'a> StatusView<'a> {
     }
 }
 
+/// A backup as the API shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupView<'a> {
+    #[serde(flatten)]
+    pub backup: &'a crate::model::Backup,
+    #[serde(rename = "_links")]
+    pub links: Links,
+}
+
+impl<'a> BackupView<'a> {
+    pub fn new(backup: &'a crate::model::Backup) -> Self {
+        let instance = instance_href(&backup.key());
+        let mut links = Links::new();
+        links.insert(
+            "self",
+            get(format!("{instance}/backups/{}", backup.backup_id)),
+        );
+        links.insert("instance", get(instance.clone()));
+        if backup.status == crate::model::BackupStatus::Completed {
+            links.insert("restore", verb_link(format!("{instance}/restore"), "POST"));
+        }
+        Self { backup, links }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,7 +293,24 @@ mod tests {
         let links = instance_links(&i);
         assert_eq!(
             links.keys().copied().collect::<Vec<_>>(),
-            ["collection", "self", "status"]
+            ["backups", "collection", "logs", "self", "status"]
+        );
+    }
+
+    #[test]
+    fn links_follow_the_lifecycle() {
+        let mut i = inst();
+        let has = |i: &Instance, l: &str| instance_links(i).contains_key(l);
+        assert!(has(&i, "suspend") && !has(&i, "resume") && has(&i, "restore"));
+        i.spec.state = DesiredState::Suspended;
+        assert!(!has(&i, "suspend") && has(&i, "resume"));
+        i.spec.restore = Some(crate::model::RestoreSpec {
+            backup_id: "bk-1".into(),
+            request_id: "rs-1".into(),
+        });
+        assert!(
+            !has(&i, "restore"),
+            "no second restore while one is pending"
         );
     }
 }

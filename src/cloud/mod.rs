@@ -22,15 +22,29 @@ use crate::model::{InstanceKey, Timestamp};
 
 #[async_trait]
 pub trait Cloud: Send + Sync + 'static {
-    /// Observes every instance of `keys`; returns one [`Observed`] per key, in order.
+    /// Observes every instance of `keys`; returns one [`Observed`] per key, in order, with
+    /// `tasks` and `jobs` left empty (see `describe_tasks` / `describe_jobs`).
     async fn observe(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Observed>>;
 
     /// Lists the tasks of the instance's ECS service (ListTasks + DescribeTasks). Costs two
     /// calls, so the reconciler asks only while a service is changing.
     async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>>;
 
-    /// Executes one step; idempotent (see the module docs).
-    async fn apply(&self, key: &InstanceKey, step: &Step, token: &ClientToken) -> CloudResult<()>;
+    /// Describes AWS Backup jobs by id (backup and restore jobs the controller started and
+    /// recorded). Unknown ids are left out of the result.
+    async fn describe_jobs(&self, jobs: &[JobRef]) -> CloudResult<Vec<ObservedJob>>;
+
+    /// Executes one step; idempotent (see the module docs). Steps that start a long AWS
+    /// job return its id so the controller can record it before anything else.
+    async fn apply(
+        &self,
+        key: &InstanceKey,
+        step: &Step,
+        token: &ClientToken,
+    ) -> CloudResult<StepOutcome>;
+
+    /// Reads the instance's log group (CloudWatch Logs FilterLogEvents).
+    async fn logs(&self, key: &InstanceKey, query: &LogQuery) -> CloudResult<LogPage>;
 
     /// How long to wait before looking again at something that is in progress.
     fn poll_interval(&self, waiting_on: WaitingOn) -> Duration;
@@ -96,18 +110,24 @@ impl CloudError {
     }
 }
 
-/// Everything the reconciler knows about one instance's cloud resources.
+/// Everything the reconciler knows about one instance's cloud resources. Resources are
+/// found by the instance's tags, so resources of an earlier data generation (before a
+/// restore) are seen too; the planner picks the ones it wants by name.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
     pub service: Option<ObservedService>,
-    pub access_point: Option<ObservedAccessPoint>,
-    pub database: Option<ObservedDatabase>,
-    /// The final snapshot taken before deletion, if one exists.
-    pub final_snapshot: Option<ObservedSnapshot>,
+    /// Every EFS access point tagged with the instance, oldest first.
+    pub access_points: Vec<ObservedAccessPoint>,
+    /// Every RDS DB instance tagged with the instance.
+    pub databases: Vec<ObservedDatabase>,
+    /// Every manual RDS snapshot tagged with the instance (final, backup, retirement).
+    pub snapshots: Vec<ObservedSnapshot>,
     pub log_group: Option<ObservedLogGroup>,
     /// The service's tasks, when this pass listed them (`Cloud::describe_tasks`); `None`
     /// when it did not, in which case the last listed tasks (in status) stand in.
     pub tasks: Option<Vec<ObservedTask>>,
+    /// AWS Backup jobs this instance has recorded, as described this pass.
+    pub jobs: Vec<ObservedJob>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +164,10 @@ pub struct ObservedService {
     pub pending_count: u32,
     /// Container image of the primary deployment.
     pub image: String,
+    /// The EFS access point the task definition mounts.
+    pub access_point_id: String,
+    /// The database endpoint the task definition points WordPress at.
+    pub db_endpoint: String,
     /// Rollout state of the primary deployment.
     pub rollout: Rollout,
 }
@@ -172,6 +196,8 @@ pub struct ObservedAccessPoint {
     pub id: String,
     pub arn: String,
     pub state: AccessPointState,
+    /// The directory it exposes; identifies which data generation it serves.
+    pub root_path: String,
 }
 
 /// RDS DB instance status words the reconciler distinguishes.
@@ -244,6 +270,77 @@ pub struct ObservedSnapshot {
     pub id: String,
     pub arn: String,
     pub state: SnapshotState,
+    /// The DB instance it was taken from.
+    pub db_identifier: String,
+}
+
+/// Which kind of AWS Backup job an id names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    Backup,
+    Restore,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobRef {
+    pub kind: JobKind,
+    pub id: String,
+}
+
+/// AWS Backup job states (CREATED/PENDING/RUNNING are all "not finished").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Completed,
+    Failed,
+    Aborted,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedJob {
+    pub kind: JobKind,
+    pub id: String,
+    pub state: JobState,
+    pub percent_done: u8,
+    /// For a completed backup job: the recovery point it produced.
+    pub recovery_point_arn: Option<String>,
+    /// AWS's status message (the reason, when a job failed).
+    pub message: Option<String>,
+}
+
+/// What a successful step produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    Done,
+    /// A long job started (or, for a repeated idempotency token, the job already started):
+    /// its id, to record before anything else.
+    Started {
+        job_id: String,
+    },
+}
+
+/// A window of an instance's logs (FilterLogEvents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogQuery {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// 1..=1000
+    pub limit: u32,
+    /// Opaque, from a previous page.
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    pub timestamp: Timestamp,
+    pub message: String,
+    pub log_stream: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPage {
+    pub events: Vec<LogEvent>,
+    pub next_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -284,10 +381,14 @@ pub enum Step {
         access_point_id: String,
         db_endpoint: String,
     },
+    /// Sets count, image and the data resources the tasks use (after a restore, the
+    /// restored access point and database are swapped in this way).
     UpdateService {
         name: String,
         desired_count: u32,
         image: String,
+        access_point_id: String,
+        db_endpoint: String,
     },
     DeleteService {
         name: String,
@@ -306,6 +407,22 @@ pub enum Step {
     },
     DeleteLogGroup {
         name: String,
+    },
+    /// AWS Backup on-demand job of the instance's EFS directory; returns the job id.
+    StartBackupJob {
+        backup_id: String,
+        root_path: String,
+    },
+    /// AWS Backup restore job of a recovery point into a new directory; returns the job id.
+    StartRestoreJob {
+        recovery_point_arn: String,
+        target_root: String,
+    },
+    /// RestoreDBInstanceFromDBSnapshot into a new DB instance.
+    RestoreDatabase {
+        identifier: String,
+        snapshot_id: String,
+        instance_class: String,
     },
 }
 
@@ -326,6 +443,9 @@ impl Step {
             Step::SnapshotDatabase { .. } => "SnapshotDatabase",
             Step::DeleteDatabase { .. } => "DeleteDatabase",
             Step::DeleteLogGroup { .. } => "DeleteLogGroup",
+            Step::StartBackupJob { .. } => "StartBackupJob",
+            Step::StartRestoreJob { .. } => "StartRestoreJob",
+            Step::RestoreDatabase { .. } => "RestoreDatabase",
         }
     }
 
@@ -345,10 +465,14 @@ impl Step {
             | Step::StopDatabase { identifier }
             | Step::DeleteDatabase { identifier, .. } => identifier,
             Step::SnapshotDatabase { snapshot_id, .. } => snapshot_id,
+            Step::StartBackupJob { backup_id, .. } => backup_id,
+            Step::StartRestoreJob { target_root, .. } => target_root,
+            Step::RestoreDatabase { identifier, .. } => identifier,
         }
     }
 
-    /// Steps that destroy a resource. The planner emits them only for a deleted instance.
+    /// Steps that destroy a resource. The planner emits them only for a deleted instance, or
+    /// for data resources a completed restore superseded (after a snapshot of them).
     pub fn is_destructive(&self) -> bool {
         matches!(
             self,

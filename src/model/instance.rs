@@ -257,6 +257,49 @@ pub struct Status {
     pub last_reconcile_at: Option<Timestamp>,
     pub last_handled_reconcile_request: Option<String>,
     pub last_error: Option<LastError>,
+    /// The latest restore: present from the first restore request on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+}
+
+/// Progress of the restore that `spec.restore` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    pub request_id: String,
+    pub backup_id: String,
+    pub stage: RestoreStage,
+    /// 0–100.
+    pub progress: u8,
+    pub started_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    /// Recorded as soon as the AWS Backup restore job starts (see `Backup`).
+    pub efs_restore_job_id: Option<String>,
+    /// The data generation in use before this restore; in use again if it fails.
+    pub previous_epoch: Option<String>,
+    pub error: Option<String>,
+}
+
+impl RestoreStatus {
+    pub fn is_done(&self) -> bool {
+        self.completed_at.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RestoreStage {
+    /// Scaling the service to zero so nothing writes during the restore.
+    Stopping,
+    /// AWS Backup restores the files; RDS restores the snapshot into a new database.
+    Restoring,
+    /// Creating an access point on the restored files and pointing the service at the
+    /// restored data.
+    Attaching,
+    /// Tasks start on the restored data.
+    Starting,
+    Completed,
+    Failed,
 }
 
 /// ECS task counts as last seen.

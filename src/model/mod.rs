@@ -4,11 +4,13 @@
 //! Nothing here does I/O. The JSON shapes of these types are the storage format; the API's
 //! view of them lives in `api::views`.
 
+mod backup;
 mod condition;
 mod ids;
 mod instance;
 mod validate;
 
+pub use backup::{Backup, BackupStatus, is_backup_id};
 pub use condition::{
     Condition, ConditionStatus, ConditionType, ConditionUpdate, find_condition, is_true,
     set_condition,
@@ -17,7 +19,8 @@ pub use ids::{IdError, InstanceId, InstanceKey, MAX_INSTANCE_ID_LEN, MAX_TENANT_
 pub use instance::{
     Configuration, DatabaseStatus, DesiredState, Instance, LastError, MAX_DESIRED_COUNT,
     MIN_DESIRED_COUNT, Metadata, Phase, ReconcileRequest, Replicas, ResourceRef, Resources,
-    RestoreSpec, ServiceStatus, Spec, Status, TaskStatus, Tier, Timestamp, now,
+    RestoreSpec, RestoreStage, RestoreStatus, ServiceStatus, Spec, Status, TaskStatus, Tier,
+    Timestamp, now,
 };
 pub use validate::{FieldError, SUPPORTED_PHP_VERSIONS, check_desired_count, validate_spec};
 

@@ -1,39 +1,78 @@
-//! The functional core: `plan(desired, observed) -> Plan`.
+//! The functional core: `plan(input, observed) -> Plan`.
 //!
 //! Pure: no I/O, no clock, never fails. Given the stored instance (spec, metadata, previous
-//! status) and what the cloud looks like now, it says which steps to take next, what the
-//! instance is waiting for, its phase, and whether it has converged.
+//! status), its backups in flight, and what the cloud looks like now, it says which steps
+//! to take next, what the instance is waiting for, its phase, and whether it has converged.
 //!
-//! Invariants (checked by the tests below):
-//! * a converged pair yields no step;
-//! * a destructive step (`Step::is_destructive`) is planned only for a deleted instance;
-//! * `DeleteDatabase` is planned only once the final snapshot exists and is available;
+//! Data generations ("epochs"): RDS and AWS Backup cannot restore in place, so a restore
+//! creates a new database and a new EFS directory named after the restore request
+//! (`names::epoch_of`). The epoch in use follows from spec and status (`data_generation`);
+//! resources of other epochs are *superseded* and retired once nothing uses them.
+//!
+//! Invariants (checked by the tests):
+//! * a converged pair yields no step except for backups in flight;
+//! * a destructive step (`Step::is_destructive`) is planned only for a deleted instance or
+//!   for a superseded data resource, never for the resources of the epoch in use;
+//! * a database is deleted only once a snapshot of it (final or retirement) is available;
 //! * teardown is strictly ordered: service → access point → final snapshot → database →
 //!   log group, each waiting for the previous one to be gone;
-//! * the service is scaled up or created only once the database is available (resume order:
-//!   start RDS, then restore the task count).
+//! * the service is created or scaled up only while its database is available (resume
+//!   order: start RDS, then restore the task count);
+//! * a restore first stops every task, so nothing writes while data is restored.
 
-use crate::cloud::names::ResourceNames;
+mod backups;
+mod restore;
+#[cfg(test)]
+mod tests;
+
+use crate::cloud::names::{ResourceNames, epoch_of};
 use crate::cloud::{
-    AccessPointState, DbState, Observed, ObservedDatabase, ObservedService, Rollout, ServiceState,
-    SnapshotState, Step, WaitingOn,
+    AccessPointState, DbState, Observed, ObservedAccessPoint, ObservedDatabase, ObservedService,
+    Rollout, ServiceState, SnapshotState, Step, WaitingOn,
 };
-use crate::model::{DesiredState, Instance, Phase, Spec, Tier};
+use crate::model::{Backup, DesiredState, Instance, Phase, RestoreSpec, RestoreStage, Spec, Tier};
+
+pub use backups::BackupProgress;
+pub use restore::RestoreProgress;
 
 /// CloudWatch Logs retention for instance log groups.
 pub const LOG_RETENTION_DAYS: u32 = 30;
+
+/// What `plan` reads besides the cloud.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub inst: &'a Instance,
+    /// The instance's backups in flight (PENDING or RUNNING).
+    pub backups: &'a [Backup],
+    /// The backup `spec.restore` names, when a restore is pending (`None` if not found).
+    pub restore_from: Option<&'a Backup>,
+}
+
+impl<'a> PlanInput<'a> {
+    pub fn new(inst: &'a Instance) -> Self {
+        Self {
+            inst,
+            backups: &[],
+            restore_from: None,
+        }
+    }
+}
 
 /// What to do next for one instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub steps: Vec<Step>,
     pub phase: Phase,
-    /// The desired state is fully reached; nothing to do until something changes.
+    /// The desired state (spec) is fully reached. Backups in flight do not count.
     pub converged: bool,
-    /// What is in progress, most important first. Empty when converged.
+    /// What is in progress, most important first. Empty when nothing is in flight.
     pub waits: Vec<Wait>,
     /// Something a retry will not fix (a failed database, a failed final snapshot).
     pub problem: Option<Problem>,
+    /// Backups whose progress changed this pass (to be written back).
+    pub backups: Vec<BackupProgress>,
+    /// The pending (or just finished) restore, when there is one.
+    pub restore: Option<RestoreProgress>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,29 +115,134 @@ pub fn image(spec: &Spec) -> String {
     )
 }
 
-pub fn plan(inst: &Instance, obs: &Observed) -> Plan {
+/// The epoch in use, and the restore still to do, if any.
+pub fn data_generation(inst: &Instance) -> (Option<String>, Option<&RestoreSpec>) {
+    let Some(wanted) = &inst.spec.restore else {
+        return (None, None);
+    };
+    match &inst.status.restore {
+        Some(s) if s.request_id == wanted.request_id => match s.stage {
+            RestoreStage::Completed => (Some(epoch_of(&wanted.request_id)), None),
+            RestoreStage::Failed => (s.previous_epoch.clone(), None),
+            _ => (s.previous_epoch.clone(), Some(wanted)),
+        },
+        Some(earlier) if earlier.stage == RestoreStage::Completed => {
+            (Some(epoch_of(&earlier.request_id)), Some(wanted))
+        }
+        Some(earlier) => (earlier.previous_epoch.clone(), Some(wanted)),
+        None => (None, Some(wanted)),
+    }
+}
+
+pub fn plan(input: &PlanInput<'_>, obs: &Observed) -> Plan {
+    let inst = input.inst;
     let names = ResourceNames::for_key(&inst.key());
+    let (epoch, pending_restore) = data_generation(inst);
+    let current = Current::find(&names, epoch.as_deref(), obs);
+    let mut b = Builder::default();
     if inst.is_deleted() {
-        plan_teardown(&names, obs)
-    } else {
-        plan_live(inst, &names, obs)
+        plan_teardown(&mut b, obs);
+        let gone = b.is_idle();
+        backups::fail_all(&mut b, input.backups, "the instance was deleted first");
+        let phase = if gone {
+            Phase::Deprovisioned
+        } else {
+            Phase::Deprovisioning
+        };
+        return b.finish(phase, gone);
+    }
+    plan_log_group(&mut b, &names, obs);
+    if let Some(wanted) = pending_restore {
+        let ctx = restore::Ctx {
+            inst,
+            names: &names,
+            obs,
+            current: &current,
+            wanted,
+            previous_epoch: epoch,
+            backup: input.restore_from,
+        };
+        let progress = restore::plan(&mut b, &ctx);
+        let phase = if progress.stage == RestoreStage::Completed {
+            live_phase(inst, obs, b.is_idle(), b.problem.is_some())
+        } else {
+            Phase::Restoring
+        };
+        b.restore = Some(progress);
+        let converged = b.is_idle();
+        return b.finish(phase, converged);
+    }
+    plan_current(&mut b, inst, &names, &current, obs);
+    plan_retirement(&mut b, &current, obs);
+    let converged = b.is_idle();
+    let phase = live_phase(inst, obs, converged, b.problem.is_some());
+    backups::plan(&mut b, input.backups, &names, &current, obs);
+    b.finish(phase, converged)
+}
+
+/// The access point and database of the data generation in use.
+pub fn current<'a>(
+    inst: &Instance,
+    obs: &'a Observed,
+) -> (
+    Option<&'a ObservedAccessPoint>,
+    Option<&'a ObservedDatabase>,
+) {
+    let names = ResourceNames::for_key(&inst.key());
+    let (epoch, _) = data_generation(inst);
+    let cur = Current::find(&names, epoch.as_deref(), obs);
+    (cur.access_point, cur.database)
+}
+
+/// The resources of the epoch in use, picked out of everything tagged with the instance.
+#[derive(Debug, Clone)]
+pub(crate) struct Current<'a> {
+    pub service: Option<&'a ObservedService>,
+    pub access_point: Option<&'a ObservedAccessPoint>,
+    pub database: Option<&'a ObservedDatabase>,
+    /// The EFS directory and RDS identifier of the epoch in use.
+    pub root: String,
+    pub db_name: String,
+}
+
+impl<'a> Current<'a> {
+    fn find(names: &ResourceNames, epoch: Option<&str>, obs: &'a Observed) -> Current<'a> {
+        let root = names.access_point_root(epoch);
+        let db_name = names.database(epoch);
+        let on_root = |ap: &&ObservedAccessPoint| ap.root_path == root;
+        // Prefer one that is not being deleted (a duplicate someone is cleaning up).
+        let access_point = obs
+            .access_points
+            .iter()
+            .filter(on_root)
+            .find(|ap| ap.state != AccessPointState::Deleting)
+            .or_else(|| obs.access_points.iter().find(on_root));
+        Current {
+            service: obs.service.as_ref(),
+            access_point,
+            database: obs.databases.iter().find(|db| db.identifier == db_name),
+            root,
+            db_name,
+        }
     }
 }
 
 /// Accumulates steps and waits while the planner walks the resources.
 #[derive(Default)]
-struct Builder {
-    steps: Vec<Step>,
-    waits: Vec<Wait>,
-    problem: Option<Problem>,
+pub(crate) struct Builder {
+    pub steps: Vec<Step>,
+    pub waits: Vec<Wait>,
+    pub problem: Option<Problem>,
+    pub backups: Vec<BackupProgress>,
+    pub restore: Option<RestoreProgress>,
 }
 
 impl Builder {
-    fn step(&mut self, step: Step) {
+    pub fn step(&mut self, step: Step) {
         self.steps.push(step);
     }
 
-    fn wait(&mut self, on: WaitingOn, reason: &'static str, message: impl Into<String>) {
+    pub fn wait(&mut self, on: WaitingOn, reason: &'static str, message: impl Into<String>) {
         self.waits.push(Wait {
             on,
             reason,
@@ -106,14 +250,14 @@ impl Builder {
         });
     }
 
-    fn problem(&mut self, reason: &'static str, message: impl Into<String>) {
+    pub fn problem(&mut self, reason: &'static str, message: impl Into<String>) {
         self.problem = Some(Problem {
             reason,
             message: message.into(),
         });
     }
 
-    fn is_idle(&self) -> bool {
+    pub fn is_idle(&self) -> bool {
         self.steps.is_empty() && self.waits.is_empty() && self.problem.is_none()
     }
 
@@ -124,13 +268,13 @@ impl Builder {
             converged,
             waits: self.waits,
             problem: self.problem,
+            backups: self.backups,
+            restore: self.restore,
         }
     }
 }
 
-fn plan_live(inst: &Instance, names: &ResourceNames, obs: &Observed) -> Plan {
-    let spec = &inst.spec;
-    let mut b = Builder::default();
+fn plan_log_group(b: &mut Builder, names: &ResourceNames, obs: &Observed) {
     if obs.log_group.is_none() {
         b.step(Step::CreateLogGroup {
             name: names.log_group.clone(),
@@ -142,63 +286,72 @@ fn plan_live(inst: &Instance, names: &ResourceNames, obs: &Observed) -> Plan {
             "creating the CloudWatch log group",
         );
     }
-    let access_point_id = plan_access_point(&mut b, names, obs);
-    let db_ready = plan_database(&mut b, spec, names, obs.database.as_ref());
-    match spec.state {
-        DesiredState::Active => {
-            plan_active_service(&mut b, inst, names, obs, access_point_id, db_ready)
-        }
-        DesiredState::Suspended => plan_suspended(&mut b, names, obs),
-    }
-    let converged = b.is_idle();
-    let phase = live_phase(inst, obs, converged, b.problem.is_some());
-    b.finish(phase, converged)
 }
 
-/// Returns the access point id once it is usable.
-fn plan_access_point(b: &mut Builder, names: &ResourceNames, obs: &Observed) -> Option<String> {
-    match &obs.access_point {
-        None => {
-            b.step(Step::CreateAccessPoint {
-                root_path: names.access_point_root.clone(),
-            });
+/// Converges the resources of the epoch in use towards the spec.
+fn plan_current(
+    b: &mut Builder,
+    inst: &Instance,
+    names: &ResourceNames,
+    cur: &Current<'_>,
+    obs: &Observed,
+) {
+    let spec = &inst.spec;
+    let access_point = plan_access_point(b, cur);
+    let db_ready = plan_database(b, spec, cur);
+    match spec.state {
+        DesiredState::Active => {
+            plan_active_service(b, inst, names, cur, obs, access_point, db_ready)
+        }
+        DesiredState::Suspended => plan_suspended(b, cur),
+    }
+}
+
+/// Returns the access point once it is usable.
+pub(crate) fn plan_access_point<'a>(
+    b: &mut Builder,
+    cur: &Current<'a>,
+) -> Option<&'a ObservedAccessPoint> {
+    let Some(ap) = cur.access_point else {
+        b.step(Step::CreateAccessPoint {
+            root_path: cur.root.clone(),
+        });
+        b.wait(
+            WaitingOn::AccessPoint,
+            "CreatingAccessPoint",
+            "creating the EFS access point",
+        );
+        return None;
+    };
+    match ap.state {
+        AccessPointState::Available => Some(ap),
+        AccessPointState::Creating => {
             b.wait(
                 WaitingOn::AccessPoint,
-                "CreatingAccessPoint",
-                "creating the EFS access point",
+                "WaitingForAccessPoint",
+                format!("EFS access point {} is being created", ap.id),
             );
             None
         }
-        Some(ap) => match ap.state {
-            AccessPointState::Available => Some(ap.id.clone()),
-            AccessPointState::Creating => {
-                b.wait(
-                    WaitingOn::AccessPoint,
-                    "WaitingForAccessPoint",
-                    format!("EFS access point {} is being created", ap.id),
-                );
-                None
-            }
-            // Someone is deleting it; once it is gone a new one is created.
-            AccessPointState::Deleting => {
-                b.wait(
-                    WaitingOn::AccessPoint,
-                    "AccessPointDeleting",
-                    format!(
-                        "EFS access point {} is being deleted outside wpfleet",
-                        ap.id
-                    ),
-                );
-                None
-            }
-            AccessPointState::Error => {
-                b.problem(
-                    "AccessPointFailed",
-                    format!("EFS access point {} is in the error state", ap.id),
-                );
-                None
-            }
-        },
+        // Someone is deleting it; once it is gone a new one is created.
+        AccessPointState::Deleting => {
+            b.wait(
+                WaitingOn::AccessPoint,
+                "AccessPointDeleting",
+                format!(
+                    "EFS access point {} is being deleted outside wpfleet",
+                    ap.id
+                ),
+            );
+            None
+        }
+        AccessPointState::Error => {
+            b.problem(
+                "AccessPointFailed",
+                format!("EFS access point {} is in the error state", ap.id),
+            );
+            None
+        }
     }
 }
 
@@ -206,12 +359,11 @@ fn plan_access_point(b: &mut Builder, names: &ResourceNames, obs: &Observed) -> 
 fn plan_database<'a>(
     b: &mut Builder,
     spec: &Spec,
-    names: &ResourceNames,
-    db: Option<&'a ObservedDatabase>,
+    cur: &Current<'a>,
 ) -> Option<&'a ObservedDatabase> {
-    let Some(db) = db else {
+    let Some(db) = cur.database else {
         b.step(Step::CreateDatabase {
-            identifier: names.database.clone(),
+            identifier: cur.db_name.clone(),
             instance_class: db_instance_class(spec.tier).into(),
             allocated_storage_gb: db_storage_gb(spec.tier),
         });
@@ -268,89 +420,150 @@ fn plan_database<'a>(
     }
 }
 
-fn plan_active_service(
+/// The count, image and data resources an active service should run with.
+pub(crate) struct ServiceTarget<'a> {
+    pub desired_count: u32,
+    pub image: String,
+    pub access_point: &'a ObservedAccessPoint,
+    pub database: &'a ObservedDatabase,
+}
+
+impl ServiceTarget<'_> {
+    fn endpoint(&self) -> String {
+        self.database.endpoint.clone().unwrap_or_default()
+    }
+
+    fn matches(&self, svc: &ObservedService) -> bool {
+        svc.desired_count == self.desired_count
+            && svc.image == self.image
+            && svc.access_point_id == self.access_point.id
+            && svc.db_endpoint == self.endpoint()
+    }
+}
+
+/// Creates or updates the service towards `target`; returns whether it already matches
+/// (settled: every wanted task runs, healthy, no deployment in flight).
+pub(crate) fn converge_service(
     b: &mut Builder,
     inst: &Instance,
     names: &ResourceNames,
     obs: &Observed,
-    access_point_id: Option<String>,
-    db: Option<&ObservedDatabase>,
-) {
-    let spec = &inst.spec;
-    let want = spec.configuration.desired_count;
-    let want_image = image(spec);
-    match &obs.service {
-        None => {
-            // Tasks need the database endpoint and the access point; until both exist, the
-            // waits (or problem) recorded for them keep the instance converging.
-            if let (Some(ap), Some(db)) = (access_point_id, db)
-                && db.state == DbState::Available
-            {
-                b.step(Step::CreateService {
-                    name: names.service.clone(),
-                    desired_count: want,
-                    image: want_image,
-                    access_point_id: ap,
-                    db_endpoint: db.endpoint.clone().unwrap_or_default(),
-                });
-                b.wait(
-                    WaitingOn::Tasks,
-                    "StartingTasks",
-                    format!("starting {want} WordPress tasks"),
-                );
-            }
-        }
-        Some(svc) if svc.state == ServiceState::Draining => b.wait(
+    target: &ServiceTarget<'_>,
+) -> bool {
+    let want = target.desired_count;
+    let Some(svc) = &obs.service else {
+        b.step(Step::CreateService {
+            name: names.service.clone(),
+            desired_count: want,
+            image: target.image.clone(),
+            access_point_id: target.access_point.id.clone(),
+            db_endpoint: target.endpoint(),
+        });
+        b.wait(
+            WaitingOn::Tasks,
+            "StartingTasks",
+            format!("starting {want} WordPress tasks"),
+        );
+        return false;
+    };
+    if svc.state == ServiceState::Draining {
+        b.wait(
             WaitingOn::Service,
             "ServiceDraining",
             format!("ECS service {} is draining; it will be recreated", svc.name),
-        ),
-        Some(svc) => {
-            let db_available = db.is_some_and(|d| d.state == DbState::Available);
-            if svc.desired_count != want || svc.image != want_image {
-                if db_available {
-                    b.step(Step::UpdateService {
-                        name: svc.name.clone(),
-                        desired_count: want,
-                        image: want_image,
-                    });
-                }
-                b.wait(
-                    WaitingOn::Tasks,
-                    "UpdatingService",
-                    update_message(svc, want),
-                );
-            } else if !service_settled(svc) {
-                b.wait(
-                    WaitingOn::Tasks,
-                    "WaitingForTasks",
-                    format!(
-                        "{} of {} tasks running, {} pending",
-                        svc.running_count, want, svc.pending_count
-                    ),
-                );
-            } else if let Some(healthy) = healthy_tasks(inst, obs).filter(|h| *h < want as usize) {
-                b.wait(
-                    WaitingOn::Tasks,
-                    "WaitingForHealthyTasks",
-                    format!("{healthy} of {want} tasks healthy"),
-                );
-            } else if healthy_tasks(inst, obs).is_none() {
-                b.wait(
-                    WaitingOn::Tasks,
-                    "WaitingForHealthyTasks",
-                    "task health not known yet",
-                );
-            }
+        );
+        return false;
+    }
+    if !target.matches(svc) {
+        b.step(Step::UpdateService {
+            name: svc.name.clone(),
+            desired_count: want,
+            image: target.image.clone(),
+            access_point_id: target.access_point.id.clone(),
+            db_endpoint: target.endpoint(),
+        });
+        b.wait(
+            WaitingOn::Tasks,
+            "UpdatingService",
+            update_message(svc, target),
+        );
+        return false;
+    }
+    if !service_settled(svc) {
+        b.wait(
+            WaitingOn::Tasks,
+            "WaitingForTasks",
+            format!(
+                "{} of {} tasks running, {} pending",
+                svc.running_count, want, svc.pending_count
+            ),
+        );
+        return false;
+    }
+    match healthy_tasks(inst, obs) {
+        Some(h) if h >= want as usize => true,
+        Some(h) => {
+            b.wait(
+                WaitingOn::Tasks,
+                "WaitingForHealthyTasks",
+                format!("{h} of {want} tasks healthy"),
+            );
+            false
+        }
+        None => {
+            b.wait(
+                WaitingOn::Tasks,
+                "WaitingForHealthyTasks",
+                "task health not known yet",
+            );
+            false
         }
     }
 }
 
-fn update_message(svc: &ObservedService, want: u32) -> String {
-    if svc.desired_count != want {
-        format!("scaling from {} to {want} tasks", svc.desired_count)
-    } else {
+fn plan_active_service(
+    b: &mut Builder,
+    inst: &Instance,
+    names: &ResourceNames,
+    cur: &Current<'_>,
+    obs: &Observed,
+    access_point: Option<&ObservedAccessPoint>,
+    db: Option<&ObservedDatabase>,
+) {
+    // Tasks need the database endpoint and the access point; until both exist, the waits
+    // (or problem) recorded for them keep the instance converging. An existing service is
+    // left alone meanwhile (it may be waiting for RDS to start on resume).
+    let (Some(access_point), Some(database)) = (access_point, db) else {
+        if let Some(svc) = cur.service
+            && svc.desired_count != inst.spec.configuration.desired_count
+        {
+            b.wait(
+                WaitingOn::Database,
+                "WaitingForDatabase",
+                "the task count is restored once the database is available",
+            );
+        }
+        return;
+    };
+    let target = ServiceTarget {
+        desired_count: inst.spec.configuration.desired_count,
+        image: image(&inst.spec),
+        access_point,
+        database,
+    };
+    converge_service(b, inst, names, obs, &target);
+}
+
+fn update_message(svc: &ObservedService, target: &ServiceTarget<'_>) -> String {
+    if svc.desired_count != target.desired_count {
+        format!(
+            "scaling from {} to {} tasks",
+            svc.desired_count, target.desired_count
+        )
+    } else if svc.image != target.image {
         "rolling out a new WordPress version".into()
+    } else {
+        "pointing the service at its data resources".into()
     }
 }
 
@@ -381,8 +594,9 @@ fn service_settled(svc: &ObservedService) -> bool {
         && svc.rollout == Rollout::Completed
 }
 
-fn plan_suspended(b: &mut Builder, names: &ResourceNames, obs: &Observed) {
-    let quiesced = match &obs.service {
+/// Scales the service to zero; returns whether no task runs any more.
+pub(crate) fn quiesce_service(b: &mut Builder, svc: Option<&ObservedService>) -> bool {
+    match svc {
         None => true,
         Some(svc) if svc.state == ServiceState::Draining => {
             b.wait(
@@ -397,6 +611,8 @@ fn plan_suspended(b: &mut Builder, names: &ResourceNames, obs: &Observed) {
                 name: svc.name.clone(),
                 desired_count: 0,
                 image: svc.image.clone(),
+                access_point_id: svc.access_point_id.clone(),
+                db_endpoint: svc.db_endpoint.clone(),
             });
             b.wait(
                 WaitingOn::Tasks,
@@ -417,20 +633,122 @@ fn plan_suspended(b: &mut Builder, names: &ResourceNames, obs: &Observed) {
             false
         }
         Some(_) => true,
-    };
+    }
+}
+
+fn plan_suspended(b: &mut Builder, cur: &Current<'_>) {
     // RDS is stopped only once no task can still be using it.
-    if quiesced
-        && let Some(db) = &obs.database
+    if quiesce_service(b, cur.service)
+        && let Some(db) = cur.database
         && db.state == DbState::Available
     {
         b.step(Step::StopDatabase {
-            identifier: names.database.clone(),
+            identifier: db.identifier.clone(),
         });
         b.wait(
             WaitingOn::Database,
             "StoppingDatabase",
             "stopping the RDS database",
         );
+    }
+}
+
+/// Retires data resources a completed restore superseded: access points and databases of
+/// other epochs that the service no longer uses. A database is snapshotted first.
+fn plan_retirement(b: &mut Builder, cur: &Current<'_>, obs: &Observed) {
+    let uses_ap = |id: &str| cur.service.is_some_and(|s| s.access_point_id == id);
+    let uses_db = |db: &ObservedDatabase| {
+        cur.service
+            .is_some_and(|s| db.endpoint.as_deref() == Some(s.db_endpoint.as_str()))
+    };
+    for ap in obs
+        .access_points
+        .iter()
+        .filter(|ap| ap.root_path != cur.root)
+    {
+        if uses_ap(&ap.id) || ap.state == AccessPointState::Deleting {
+            continue;
+        }
+        b.step(Step::DeleteAccessPoint { id: ap.id.clone() });
+        b.wait(
+            WaitingOn::AccessPoint,
+            "RetiringAccessPoint",
+            format!("retiring superseded access point {}", ap.id),
+        );
+    }
+    for db in obs
+        .databases
+        .iter()
+        .filter(|db| db.identifier != cur.db_name)
+    {
+        if uses_db(db) {
+            continue;
+        }
+        let snapshot = ResourceNames::retirement_snapshot(&db.identifier);
+        remove_database(b, db, &snapshot, obs, "RetiringDatabase");
+    }
+}
+
+/// Snapshots a database, then deletes it once the snapshot is available.
+fn remove_database(
+    b: &mut Builder,
+    db: &ObservedDatabase,
+    snapshot_id: &str,
+    obs: &Observed,
+    reason: &'static str,
+) {
+    let deletable = matches!(db.state, DbState::Available | DbState::Stopped);
+    let snapshot = obs.snapshots.iter().find(|s| s.id == snapshot_id);
+    match snapshot {
+        _ if db.state == DbState::Deleting => b.wait(
+            WaitingOn::Database,
+            reason,
+            format!("deleting RDS database {}", db.identifier),
+        ),
+        None if deletable => {
+            b.step(Step::SnapshotDatabase {
+                identifier: db.identifier.clone(),
+                snapshot_id: snapshot_id.to_owned(),
+            });
+            b.wait(
+                WaitingOn::Snapshot,
+                "TakingFinalSnapshot",
+                format!("taking snapshot {snapshot_id} before removing the database"),
+            );
+        }
+        Some(snap) if snap.state == SnapshotState::Creating => b.wait(
+            WaitingOn::Snapshot,
+            "TakingFinalSnapshot",
+            format!("snapshot {} is being created", snap.id),
+        ),
+        Some(snap) if snap.state == SnapshotState::Failed => b.problem(
+            "FinalSnapshotFailed",
+            format!(
+                "snapshot {} failed; the database is kept until a person acts",
+                snap.id
+            ),
+        ),
+        Some(snap) if deletable => {
+            b.step(Step::DeleteDatabase {
+                identifier: db.identifier.clone(),
+                final_snapshot_id: snap.id.clone(),
+            });
+            b.wait(
+                WaitingOn::Database,
+                reason,
+                format!("deleting RDS database {}", db.identifier),
+            );
+        }
+        // Starting, stopping, creating, …: wait until it can be snapshotted or deleted.
+        _ => b.wait(
+            WaitingOn::Database,
+            "WaitingForDatabase",
+            format!(
+                "RDS database {} is {}; waiting to remove it",
+                db.identifier,
+                db.state.as_str()
+            ),
+        ),
     }
 }
 
@@ -449,15 +767,15 @@ fn live_phase(inst: &Instance, obs: &Observed, converged: bool, problem: bool) -
     if suspended {
         return Phase::Suspending;
     }
-    let db_down = obs.database.as_ref().is_some_and(|db| {
+    let db_down = obs.databases.iter().any(|db| {
         matches!(
             db.state,
             DbState::Stopped | DbState::Stopping | DbState::Starting
         )
     });
     let missing = obs.log_group.is_none()
-        || obs.access_point.is_none()
-        || obs.database.is_none()
+        || obs.access_points.is_empty()
+        || obs.databases.is_empty()
         || obs.service.is_none();
     match inst.status.phase {
         Phase::PendingProvisioning | Phase::Provisioning => Phase::Provisioning,
@@ -468,21 +786,15 @@ fn live_phase(inst: &Instance, obs: &Observed, converged: bool, problem: bool) -
     }
 }
 
-fn plan_teardown(names: &ResourceNames, obs: &Observed) -> Plan {
-    let mut b = Builder::default();
-    let gone = teardown_service(&mut b, obs)
-        && teardown_access_point(&mut b, obs)
-        && teardown_database(&mut b, names, obs)
-        && teardown_log_group(&mut b, obs);
-    let phase = if gone {
-        Phase::Deprovisioned
-    } else {
-        Phase::Deprovisioning
-    };
-    b.finish(phase, gone)
+/// Tears everything down in order; each stage waits for the previous one to be gone.
+fn plan_teardown(b: &mut Builder, obs: &Observed) {
+    // Short-circuits: a stage starts only once the previous one's resources are gone.
+    let _all_gone = teardown_service(b, obs)
+        && teardown_access_points(b, obs)
+        && teardown_databases(b, obs)
+        && teardown_log_group(b, obs);
 }
 
-/// Each teardown stage returns whether its resource is gone, so the next may start.
 fn teardown_service(b: &mut Builder, obs: &Observed) -> bool {
     let Some(svc) = &obs.service else { return true };
     if svc.state == ServiceState::Active {
@@ -498,76 +810,26 @@ fn teardown_service(b: &mut Builder, obs: &Observed) -> bool {
     false
 }
 
-fn teardown_access_point(b: &mut Builder, obs: &Observed) -> bool {
-    let Some(ap) = &obs.access_point else {
-        return true;
-    };
-    if ap.state != AccessPointState::Deleting {
-        b.step(Step::DeleteAccessPoint { id: ap.id.clone() });
+fn teardown_access_points(b: &mut Builder, obs: &Observed) -> bool {
+    for ap in &obs.access_points {
+        if ap.state != AccessPointState::Deleting {
+            b.step(Step::DeleteAccessPoint { id: ap.id.clone() });
+        }
+        b.wait(
+            WaitingOn::AccessPoint,
+            "DeletingAccessPoint",
+            format!("deleting EFS access point {}", ap.id),
+        );
     }
-    b.wait(
-        WaitingOn::AccessPoint,
-        "DeletingAccessPoint",
-        format!("deleting EFS access point {}", ap.id),
-    );
-    false
+    obs.access_points.is_empty()
 }
 
-fn teardown_database(b: &mut Builder, names: &ResourceNames, obs: &Observed) -> bool {
-    let Some(db) = &obs.database else { return true };
-    let deletable = matches!(db.state, DbState::Available | DbState::Stopped);
-    match &obs.final_snapshot {
-        _ if db.state == DbState::Deleting => b.wait(
-            WaitingOn::Database,
-            "DeletingDatabase",
-            format!("deleting RDS database {}", db.identifier),
-        ),
-        None if deletable => {
-            b.step(Step::SnapshotDatabase {
-                identifier: db.identifier.clone(),
-                snapshot_id: names.final_snapshot.clone(),
-            });
-            b.wait(
-                WaitingOn::Snapshot,
-                "TakingFinalSnapshot",
-                format!("taking final snapshot {}", names.final_snapshot),
-            );
-        }
-        Some(snap) if snap.state == SnapshotState::Creating => b.wait(
-            WaitingOn::Snapshot,
-            "TakingFinalSnapshot",
-            format!("final snapshot {} is being created", snap.id),
-        ),
-        Some(snap) if snap.state == SnapshotState::Failed => b.problem(
-            "FinalSnapshotFailed",
-            format!(
-                "final snapshot {} failed; the database is kept until a person acts",
-                snap.id
-            ),
-        ),
-        Some(snap) if deletable => {
-            b.step(Step::DeleteDatabase {
-                identifier: db.identifier.clone(),
-                final_snapshot_id: snap.id.clone(),
-            });
-            b.wait(
-                WaitingOn::Database,
-                "DeletingDatabase",
-                format!("deleting RDS database {}", db.identifier),
-            );
-        }
-        // Starting, stopping, creating, …: wait until it can be snapshotted or deleted.
-        _ => b.wait(
-            WaitingOn::Database,
-            "WaitingForDatabase",
-            format!(
-                "RDS database {} is {}; waiting to remove it",
-                db.identifier,
-                db.state.as_str()
-            ),
-        ),
+fn teardown_databases(b: &mut Builder, obs: &Observed) -> bool {
+    for db in &obs.databases {
+        let snapshot = ResourceNames::final_snapshot(&db.identifier);
+        remove_database(b, db, &snapshot, obs, "DeletingDatabase");
     }
-    false
+    obs.databases.is_empty()
 }
 
 fn teardown_log_group(b: &mut Builder, obs: &Observed) -> bool {
@@ -584,6 +846,3 @@ fn teardown_log_group(b: &mut Builder, obs: &Observed) -> bool {
     );
     false
 }
-
-#[cfg(test)]
-mod tests;

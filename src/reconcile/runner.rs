@@ -14,13 +14,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::cloud::{ClientToken, Cloud, CloudError, Observed};
+use crate::cloud::{ClientToken, Cloud, CloudError, JobKind, JobRef, Observed, Step, StepOutcome};
 use crate::model::{
-    ConditionType, ConditionUpdate, Instance, InstanceKey, Phase, now, set_condition,
+    Backup, BackupStatus, ConditionType, ConditionUpdate, Instance, InstanceKey, Phase, Status,
+    now, set_condition,
 };
-use crate::store::{PageRequest, Store, StoreError};
+use crate::store::{BackupPageRequest, PageRequest, Store, StoreError};
 
-use super::plan::{Plan, plan};
+use super::plan::{Plan, PlanInput, data_generation, plan};
 use super::queue::{Backoff, Outcome, Priority, WorkQueue};
 use super::status::{PassError, PassOutcome, next_status, should_list_tasks};
 
@@ -56,6 +57,14 @@ impl Default for RunConfig {
             retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
+}
+
+/// What a pass reads from the store besides the instance.
+struct PassContext {
+    /// Backups in flight.
+    backups: Vec<Backup>,
+    /// The backup a pending restore reads from.
+    restore_from: Option<Backup>,
 }
 
 /// Cheap handle for the API: asks for an immediate pass of an instance.
@@ -201,6 +210,13 @@ impl Reconciler {
 
     async fn reconcile(&self, inst: Instance, mut obs: Observed) -> Outcome {
         let key = inst.key();
+        let context = match self.load_context(&inst).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "store read failed");
+                return Outcome::Failure;
+            }
+        };
         let mut outcome = PassOutcome {
             handled_request: inst
                 .metadata
@@ -209,16 +225,20 @@ impl Reconciler {
                 .map(|r| r.request_id.clone()),
             ..Default::default()
         };
-        // Task health decides readiness; list tasks only while the service changes.
-        if should_list_tasks(inst.status.resources.service.as_ref(), &obs) {
-            match self.cloud.describe_tasks(&key).await {
-                Ok(tasks) => obs.tasks = Some(tasks),
-                Err(error) => outcome.error = Some(PassError { step: None, error }),
-            }
+        if let Err(error) = self.complete_observation(&inst, &context, &mut obs).await {
+            outcome.error = Some(PassError { step: None, error });
         }
-        let plan = plan(&inst, &obs);
+        let input = PlanInput {
+            inst: &inst,
+            backups: &context.backups,
+            restore_from: context.restore_from.as_ref(),
+        };
+        let plan = plan(&input, &obs);
+        let mut backups = context.backups.clone();
         if outcome.error.is_none() {
-            outcome.error = self.execute(&inst, &plan).await;
+            outcome.error = self
+                .execute(&inst, &plan, &mut backups, &mut outcome.started_restore_job)
+                .await;
         }
         let failed = outcome.error.is_some();
         let status = next_status(&inst, &obs, &plan, outcome, now());
@@ -229,30 +249,13 @@ impl Reconciler {
                 "phase"
             );
         }
-        match self
-            .store
+        if let Some(early) = self
             .write_status(&key, inst.metadata.generation, status)
             .await
         {
-            Ok(()) => {}
-            // Purged meanwhile: nothing left to do for this key.
-            Err(StoreError::NotFound(_)) => {
-                return Outcome::Success {
-                    requeue_after: None,
-                };
-            }
-            // Deleted and created again meanwhile: look at the new record now.
-            Err(StoreError::StaleStatus { .. }) => {
-                return Outcome::Success {
-                    requeue_after: Some(Duration::ZERO),
-                };
-            }
-            Err(e) => {
-                warn!(error = %e, "status write failed");
-                return Outcome::Failure;
-            }
+            return early;
         }
-        if failed {
+        if !self.record_backups(&mut backups, &plan).await || failed {
             return Outcome::Failure;
         }
         Outcome::Success {
@@ -260,14 +263,101 @@ impl Reconciler {
         }
     }
 
-    /// Runs the plan's steps in order; stops at the first error, which is returned.
-    async fn execute(&self, inst: &Instance, plan: &Plan) -> Option<PassError> {
+    /// Backups in flight, and the backup a pending restore reads from.
+    async fn load_context(&self, inst: &Instance) -> Result<PassContext, StoreError> {
+        let key = inst.key();
+        let active = BackupPageRequest {
+            limit: 100,
+            after: None,
+            active_only: true,
+        };
+        let backups = self.store.list_backups(&key, active).await?.items;
+        let restore_from = match data_generation(inst).1 {
+            Some(wanted) => self.store.get_backup(&key, &wanted.backup_id).await?,
+            None => None,
+        };
+        Ok(PassContext {
+            backups,
+            restore_from,
+        })
+    }
+
+    /// Adds what the batched observation leaves out: the task list (only while the service
+    /// changes; task health decides readiness) and the AWS Backup jobs in flight.
+    async fn complete_observation(
+        &self,
+        inst: &Instance,
+        context: &PassContext,
+        obs: &mut Observed,
+    ) -> Result<(), CloudError> {
+        if should_list_tasks(inst.status.resources.service.as_ref(), obs) {
+            obs.tasks = Some(self.cloud.describe_tasks(&inst.key()).await?);
+        }
+        let mut jobs: Vec<JobRef> = context
+            .backups
+            .iter()
+            .filter_map(|b| b.efs_backup_job_id.clone())
+            .map(|id| JobRef {
+                kind: JobKind::Backup,
+                id,
+            })
+            .collect();
+        if let Some(restore) = &inst.status.restore
+            && restore.completed_at.is_none()
+            && let Some(id) = &restore.efs_restore_job_id
+        {
+            jobs.push(JobRef {
+                kind: JobKind::Restore,
+                id: id.clone(),
+            });
+        }
+        if !jobs.is_empty() {
+            obs.jobs = self.cloud.describe_jobs(&jobs).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes status; `Some(outcome)` when the pass should end here.
+    async fn write_status(
+        &self,
+        key: &InstanceKey,
+        generation: u64,
+        status: Status,
+    ) -> Option<Outcome> {
+        match self.store.write_status(key, generation, status).await {
+            Ok(()) => None,
+            // Purged meanwhile: nothing left to do for this key.
+            Err(StoreError::NotFound(_)) => Some(Outcome::Success {
+                requeue_after: None,
+            }),
+            // Deleted and created again meanwhile: look at the new record now.
+            Err(StoreError::StaleStatus { .. }) => Some(Outcome::Success {
+                requeue_after: Some(Duration::ZERO),
+            }),
+            Err(e) => {
+                warn!(error = %e, "status write failed");
+                Some(Outcome::Failure)
+            }
+        }
+    }
+
+    /// Runs the plan's steps in order; stops at the first error, which is returned. A job
+    /// id is recorded the moment its job starts: a backup's on its record at once, a
+    /// restore's in the status this pass writes.
+    async fn execute(
+        &self,
+        inst: &Instance,
+        plan: &Plan,
+        backups: &mut [Backup],
+        restore_job: &mut Option<String>,
+    ) -> Option<PassError> {
         let key = inst.key();
         let incarnation = inst.metadata.created_at.timestamp_millis();
         for step in &plan.steps {
             let token = ClientToken::derive(&key, incarnation, step);
-            match self.cloud.apply(&key, step, &token).await {
-                Ok(()) => info!(step = step.name(), target = step.target(), "step done"),
+            let job_id = match self.cloud.apply(&key, step, &token).await {
+                Ok(StepOutcome::Done) => None,
+                Ok(StepOutcome::Started { job_id }) => Some(job_id),
                 Err(error) => {
                     warn!(step = step.name(), %error, retryable = error.is_retryable(), "step failed");
                     return Some(PassError {
@@ -275,13 +365,77 @@ impl Reconciler {
                         error,
                     });
                 }
+            };
+            info!(
+                step = step.name(),
+                target = step.target(),
+                job_id,
+                "step done"
+            );
+            match (step, job_id) {
+                (Step::StartBackupJob { backup_id, .. }, Some(id)) => {
+                    self.record_backup_job(backups, backup_id, id).await;
+                }
+                (Step::StartRestoreJob { .. }, Some(id)) => *restore_job = Some(id),
+                _ => {}
             }
         }
         None
     }
 
+    async fn record_backup_job(&self, backups: &mut [Backup], backup_id: &str, job_id: String) {
+        let Some(record) = backups.iter_mut().find(|b| b.backup_id == backup_id) else {
+            return;
+        };
+        record.efs_backup_job_id = Some(job_id);
+        record.status = BackupStatus::Running;
+        record.started_at.get_or_insert_with(now);
+        // If this write is lost, the job's idempotency token (derived from the backup id)
+        // makes the next pass get this same job back instead of a second one.
+        if let Err(e) = self.store.update_backup(record).await {
+            warn!(backup_id, error = %e, "recording the backup job failed");
+        }
+    }
+
+    /// Writes the backups whose progress the plan changed; false if a write failed.
+    async fn record_backups(&self, backups: &mut [Backup], plan: &Plan) -> bool {
+        let mut ok = true;
+        for progress in &plan.backups {
+            let Some(record) = backups
+                .iter_mut()
+                .find(|b| b.backup_id == progress.backup_id)
+            else {
+                continue;
+            };
+            let at = now();
+            record.status = progress.status;
+            record.efs_recovery_point_arn = progress.efs_recovery_point_arn.clone();
+            record.rds_snapshot_id = progress.rds_snapshot_id.clone();
+            record.error = progress.error.clone();
+            if record.status != BackupStatus::Pending {
+                record.started_at.get_or_insert(at);
+            }
+            if record.status.is_final() {
+                record.completed_at = Some(at);
+                info!(
+                    backup_id = record.backup_id,
+                    status = record.status.as_str(),
+                    "backup finished"
+                );
+            }
+            match self.store.update_backup(record).await {
+                Ok(()) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => {
+                    warn!(backup_id = record.backup_id, error = %e, "backup write failed");
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+
     fn requeue_after(&self, plan: &Plan) -> Option<Duration> {
-        if plan.converged {
+        if plan.waits.is_empty() && plan.problem.is_none() {
             debug!("converged");
             return None;
         }

@@ -4,13 +4,15 @@
 //! steps ran; output is the new `Status`. Conditions go through `set_condition`, so their
 //! `lastTransitionTime` moves only when their status flips.
 
+use crate::cloud::names::ResourceNames;
 use crate::cloud::{CloudError, Observed, ObservedService, ObservedTask};
 use crate::model::{
     ConditionType, ConditionUpdate, DatabaseStatus, DesiredState, Instance, LastError, Phase,
-    Replicas, ResourceRef, Resources, ServiceStatus, Status, TaskStatus, Timestamp, set_condition,
+    Replicas, ResourceRef, Resources, RestoreStage, RestoreStatus, ServiceStatus, Status,
+    TaskStatus, Timestamp, set_condition,
 };
 
-use super::plan::Plan;
+use super::plan::{Plan, RestoreProgress, current};
 
 /// A step (or the observation) failed during the pass.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct PassOutcome {
     pub error: Option<PassError>,
     /// The reconcile-now request this pass handled.
     pub handled_request: Option<String>,
+    /// The id of an AWS Backup restore job this pass started.
+    pub started_restore_job: Option<String>,
 }
 
 /// Listing tasks costs two ECS calls; do it while the service changes, or when the last
@@ -66,12 +70,18 @@ pub fn next_status(
         },
         conditions: prev.conditions.clone(),
         replicas: replicas(obs),
-        resources: resources(prev, obs, now),
+        resources: resources(inst, obs, now),
         last_reconcile_at: Some(now),
         last_handled_reconcile_request: outcome
             .handled_request
             .or_else(|| prev.last_handled_reconcile_request.clone()),
         last_error: outcome.error.as_ref().map(|e| last_error(e, now)),
+        restore: restore_status(
+            prev.restore.as_ref(),
+            plan.restore.as_ref(),
+            outcome.started_restore_job,
+            now,
+        ),
     };
     for update in conditions(inst, obs, plan, outcome.error.as_ref(), converged) {
         set_condition(&mut status.conditions, update, now);
@@ -90,18 +100,24 @@ fn replicas(obs: &Observed) -> Replicas {
         .unwrap_or_default()
 }
 
-fn resources(prev: &Status, obs: &Observed, now: Timestamp) -> Resources {
-    let prev_service = prev.resources.service.as_ref();
+/// The resources of the data generation in use (see `plan::current`).
+fn resources(inst: &Instance, obs: &Observed, now: Timestamp) -> Resources {
+    let prev_service = inst.status.resources.service.as_ref();
+    let (access_point, database) = current(inst, obs);
+    let final_snapshot = database.and_then(|d| {
+        let id = ResourceNames::final_snapshot(&d.identifier);
+        obs.snapshots.iter().find(|s| s.id == id)
+    });
     Resources {
         service: obs
             .service
             .as_ref()
             .map(|s| service_status(s, prev_service, obs.tasks.as_deref(), now)),
-        access_point: obs.access_point.as_ref().map(|a| ResourceRef {
+        access_point: access_point.map(|a| ResourceRef {
             id: a.id.clone(),
             arn: a.arn.clone(),
         }),
-        database: obs.database.as_ref().map(|d| DatabaseStatus {
+        database: database.map(|d| DatabaseStatus {
             id: d.identifier.clone(),
             arn: d.arn.clone(),
             status: d.state.as_str().to_owned(),
@@ -112,11 +128,36 @@ fn resources(prev: &Status, obs: &Observed, now: Timestamp) -> Resources {
             id: l.name.clone(),
             arn: l.arn.clone(),
         }),
-        final_snapshot: obs.final_snapshot.as_ref().map(|s| ResourceRef {
+        final_snapshot: final_snapshot.map(|s| ResourceRef {
             id: s.id.clone(),
             arn: s.arn.clone(),
         }),
     }
+}
+
+/// Carries the restore forward: times, the recorded job id, and the plan's progress.
+fn restore_status(
+    prev: Option<&RestoreStatus>,
+    progress: Option<&RestoreProgress>,
+    started_job: Option<String>,
+    now: Timestamp,
+) -> Option<RestoreStatus> {
+    let Some(p) = progress else {
+        return prev.cloned();
+    };
+    let same = prev.filter(|s| s.request_id == p.request_id);
+    let finished = matches!(p.stage, RestoreStage::Completed | RestoreStage::Failed);
+    Some(RestoreStatus {
+        request_id: p.request_id.clone(),
+        backup_id: p.backup_id.clone(),
+        stage: p.stage,
+        progress: p.progress,
+        started_at: same.map_or(now, |s| s.started_at),
+        completed_at: finished.then(|| same.and_then(|s| s.completed_at).unwrap_or(now)),
+        efs_restore_job_id: started_job.or_else(|| same.and_then(|s| s.efs_restore_job_id.clone())),
+        previous_epoch: p.previous_epoch.clone(),
+        error: p.error.clone(),
+    })
 }
 
 fn service_status(
@@ -277,7 +318,7 @@ mod tests {
     use crate::model::{
         ConditionStatus, Configuration, InstanceKey, Spec, Tier, find_condition, now,
     };
-    use crate::reconcile::plan::{Wait, plan};
+    use crate::reconcile::plan::{PlanInput, Wait, plan};
 
     fn inst() -> Instance {
         let spec = Spec {
@@ -301,6 +342,8 @@ mod tests {
             pending_count: 0,
             image: "img".into(),
             rollout: Rollout::Completed,
+            access_point_id: "fsap-1".into(),
+            db_endpoint: "db".into(),
         }
     }
 
@@ -311,6 +354,8 @@ mod tests {
             converged: true,
             waits: vec![],
             problem: None,
+            backups: vec![],
+            restore: None,
         }
     }
 
@@ -416,6 +461,8 @@ mod tests {
                 message: "1 of 2".into(),
             }],
             problem: None,
+            backups: vec![],
+            restore: None,
         };
         let s = next_status(&i, &obs, &p, PassOutcome::default(), now());
         assert_eq!(
@@ -485,7 +532,7 @@ mod tests {
     #[test]
     fn conditions_come_from_the_plan_headline() {
         let i = inst();
-        let p = plan(&i, &Observed::default());
+        let p = plan(&PlanInput::new(&i), &Observed::default());
         assert!(
             p.steps
                 .iter()

@@ -1,11 +1,19 @@
-//! The embedded `Store`: every instance record in one redb file, `<dir>/wpfleet.redb`, so
-//! a single controller runs with no database to set up.
+//! The embedded `Store`: every instance and backup record in one redb file,
+//! `<dir>/wpfleet.redb`, so a single controller runs with no database to set up.
 //!
 //! Layout:
 //! * table `instances`: `tenant/instance` (`InstanceKey::path`) → the record as JSON. Ids
 //!   are `[a-z0-9-]`, so `/` separates them unambiguously and one tenant's records are
 //!   exactly the keys in `["tenant/", "tenant0")` (`0` is the byte after `/`): listing a
 //!   tenant is one range scan that cannot reach tenant `tenant-x` or `tenant0`.
+//! * table `backups`: `tenant/instance/backupId` → the `Backup` as JSON. Backup ids are
+//!   `bk-` + hex (no `/`; `create_backup` refuses one that has a `/`), so one instance's
+//!   backups are exactly the keys in `["tenant/instance/", "tenant/instance0")`, the same
+//!   trick as a tenant: the range cannot reach instance `instance-x` or `instance0`. Backup
+//!   ids sort by creation time, so key order is creation order.
+//! * table `active_backups`: the keys of `backups` whose status is PENDING or RUNNING
+//!   (value `()`), so listing an instance's in-flight backups, which the reconciler does on
+//!   every pass, reads only in-flight records however many finished ones pile up.
 //! * table `meta`: the `resourceVersion` counter.
 //!
 //! Invariants:
@@ -19,7 +27,17 @@
 //! * `update` runs the caller's mutation inside the write transaction on the record as
 //!   stored. redb admits one write transaction at a time, so concurrent updates serialize
 //!   and none is lost, and a status written meanwhile (which does not change
-//!   `resourceVersion`) cannot be overwritten with an older copy.
+//!   `resourceVersion`) cannot be overwritten with an older copy;
+//! * `active_backups` holds exactly the keys of the non-final records of `backups`: every
+//!   write of a backup updates both tables in the same transaction;
+//! * `create_backup` checks the instance (exists, deletion not requested) and the id (free)
+//!   in the transaction that inserts the backup, so a backup never starts on an instance
+//!   whose deletion was requested first;
+//! * a backup only moves forward (PENDING → RUNNING → COMPLETED | FAILED), and a final one
+//!   is never written again: it describes data that exists in the cloud;
+//! * deleting an instance record leaves its backups (and their index entries) in place:
+//!   they are the data kept after the instance is gone. They are keyed by instance key, so
+//!   an instance re-created under the same key lists them as its own.
 //!
 //! Why redb: pure Rust (no C toolchain, unlike bundled SQLite), ACID with checksummed
 //! commits, and one writer at a time is plenty for a controller's write rate (a few writes
@@ -48,18 +66,23 @@ use redb::{
     Builder, Database, ReadableDatabase, ReadableTable, RepairSession, Table, TableDefinition,
     WriteTransaction,
 };
+use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::model;
+use crate::model::{self, BackupStatus, FieldError};
 
 const FILE_NAME: &str = "wpfleet.redb";
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
+const BACKUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("backups");
+const ACTIVE_BACKUPS: TableDefinition<&str, ()> = TableDefinition::new("active_backups");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const VERSION_COUNTER: &str = "resourceVersion";
 
 type Instances<'txn> = Table<'txn, &'static str, &'static [u8]>;
+type Backups<'txn> = Table<'txn, &'static str, &'static [u8]>;
+type ActiveBackups<'txn> = Table<'txn, &'static str, ()>;
 
 pub struct EmbeddedStore {
     /// Shared with the blocking threads the transactions run on.
@@ -80,6 +103,8 @@ impl EmbeddedStore {
         // Read transactions cannot open a table that was never created.
         let txn = db.begin_write().or_unavailable()?;
         txn.open_table(INSTANCES).or_unavailable()?;
+        txn.open_table(BACKUPS).or_unavailable()?;
+        txn.open_table(ACTIVE_BACKUPS).or_unavailable()?;
         txn.open_table(META).or_unavailable()?;
         txn.commit().or_unavailable()?;
         Ok(Self { db: Arc::new(db) })
@@ -174,6 +199,7 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    /// Removes only the instance record: its backups stay listable (see the module doc).
     async fn delete(&self, key: &InstanceKey) -> StoreResult<bool> {
         let path = key.path();
         self.run(move |db| {
@@ -190,6 +216,33 @@ impl Store for EmbeddedStore {
             Ok(existed)
         })
         .await
+    }
+
+    async fn create_backup(&self, backup: Backup) -> StoreResult<Backup> {
+        self.run(move |db| create_backup_txn(db, backup)).await
+    }
+
+    async fn get_backup(&self, key: &InstanceKey, backup_id: &str) -> StoreResult<Option<Backup>> {
+        let path = backup_path(key, backup_id);
+        self.run(move |db| {
+            let txn = db.begin_read().or_unavailable()?;
+            read_backup(&txn.open_table(BACKUPS).or_unavailable()?, &path)
+        })
+        .await
+    }
+
+    async fn list_backups(
+        &self,
+        key: &InstanceKey,
+        page: BackupPageRequest,
+    ) -> StoreResult<BackupPage> {
+        let key = key.clone();
+        self.run(move |db| scan_backups(db, &key, page)).await
+    }
+
+    async fn update_backup(&self, backup: &Backup) -> StoreResult<()> {
+        let backup = backup.clone();
+        self.run(move |db| update_backup_txn(db, backup)).await
     }
 }
 
@@ -390,6 +443,184 @@ fn request_reconcile_txn(
     Ok(marked)
 }
 
+/// `tenant/instance/backupId`: the key of a backup in `backups` and `active_backups`.
+fn backup_path(key: &InstanceKey, backup_id: &str) -> String {
+    format!("{}/{backup_id}", key.path())
+}
+
+/// A backup id is the last segment of its key, so it must be one segment. (The API accepts
+/// only `model::is_backup_id` ids; this guards the key layout, not the id format.)
+fn check_backup_id(backup_id: &str) -> StoreResult<()> {
+    if backup_id.is_empty() || backup_id.contains('/') {
+        let error = FieldError::new("backupId", "must be non-empty and must not contain '/'");
+        return Err(StoreError::Rejected(Rejection::Invalid(vec![error])));
+    }
+    Ok(())
+}
+
+/// PENDING → RUNNING → COMPLETED | FAILED: a backup's status may only move to a higher rank.
+fn backup_rank(status: BackupStatus) -> u8 {
+    match status {
+        BackupStatus::Pending => 0,
+        BackupStatus::Running => 1,
+        BackupStatus::Completed | BackupStatus::Failed => 2,
+    }
+}
+
+fn create_backup_txn(db: &Database, backup: Backup) -> StoreResult<Backup> {
+    check_backup_id(&backup.backup_id)?;
+    let key = backup.key();
+    let path = backup_path(&key, &backup.backup_id);
+    let txn = db.begin_write().or_unavailable()?;
+    {
+        let instances = txn.open_table(INSTANCES).or_unavailable()?;
+        let instance =
+            read(&instances, &key.path())?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+        if instance.metadata.deletion_requested_at.is_some() {
+            return Err(StoreError::Rejected(Rejection::InvalidTransition(format!(
+                "instance {key} is being deleted; a deleted instance cannot be backed up"
+            ))));
+        }
+        let mut backups = txn.open_table(BACKUPS).or_unavailable()?;
+        if backups.get(path.as_str()).or_unavailable()?.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "backup {} of instance {key} already exists",
+                backup.backup_id
+            )));
+        }
+        let mut active = txn.open_table(ACTIVE_BACKUPS).or_unavailable()?;
+        put_backup(&mut backups, &mut active, &path, &backup)?;
+    }
+    txn.commit().or_unavailable()?;
+    Ok(backup)
+}
+
+fn update_backup_txn(db: &Database, mut backup: Backup) -> StoreResult<()> {
+    let key = backup.key();
+    let path = backup_path(&key, &backup.backup_id);
+    let txn = db.begin_write().or_unavailable()?;
+    {
+        let mut backups = txn.open_table(BACKUPS).or_unavailable()?;
+        let stored = read_backup(&backups, &path)?
+            .ok_or_else(|| StoreError::BackupNotFound(key.clone(), backup.backup_id.clone()))?;
+        let id = &stored.backup_id;
+        if stored.status.is_final() {
+            return Err(StoreError::Conflict(format!(
+                "backup {id} of instance {key} is {}; a finished backup is never changed",
+                stored.status.as_str()
+            )));
+        }
+        if backup_rank(backup.status) < backup_rank(stored.status) {
+            return Err(StoreError::Conflict(format!(
+                "backup {id} of instance {key} cannot go back from {} to {}",
+                stored.status.as_str(),
+                backup.status.as_str()
+            )));
+        }
+        // Defensive: identity and request time are the stored record's, whatever the caller
+        // sent. (Identity already matches: it is what the record was looked up by.)
+        backup.tenant_id = stored.tenant_id.clone();
+        backup.instance_id = stored.instance_id.clone();
+        backup.backup_id = stored.backup_id.clone();
+        backup.requested_at = stored.requested_at;
+        if backup == stored {
+            // Nothing to write; dropping the transaction spares a commit (and its fsync).
+            return Ok(());
+        }
+        let mut active = txn.open_table(ACTIVE_BACKUPS).or_unavailable()?;
+        put_backup(&mut backups, &mut active, &path, &backup)?;
+    }
+    txn.commit().or_unavailable()
+}
+
+/// One page of an instance's backups in key (= id = creation) order. With `active_only` the
+/// keys come from `active_backups`, and only those records are read from `backups`.
+fn scan_backups(
+    db: &Database,
+    key: &InstanceKey,
+    page: BackupPageRequest,
+) -> StoreResult<BackupPage> {
+    let empty = BackupPage {
+        items: vec![],
+        next: None,
+    };
+    // See the module doc: `t/i/` up to (not including) `t/i0` is exactly instance `t/i`.
+    let upper = format!("{}0", key.path());
+    let lower = match &page.after {
+        Some(after) => Bound::Excluded(backup_path(key, after)),
+        None => Bound::Included(format!("{}/", key.path())),
+    };
+    // A cursor past the instance's last key would make no range at all.
+    if let Bound::Excluded(l) = &lower
+        && *l >= upper
+    {
+        return Ok(empty);
+    }
+    // A zero limit could never make progress through the pages.
+    let limit = page.limit.max(1);
+    let range = (
+        lower.as_ref().map(String::as_str),
+        Bound::Excluded(upper.as_str()),
+    );
+    let more = |items: Vec<Backup>| {
+        let next = items.last().map(|b: &Backup| b.backup_id.clone());
+        Ok(BackupPage { items, next })
+    };
+    let mut items = Vec::new();
+    let txn = db.begin_read().or_unavailable()?;
+    let backups = txn.open_table(BACKUPS).or_unavailable()?;
+    if page.active_only {
+        let active = txn.open_table(ACTIVE_BACKUPS).or_unavailable()?;
+        for entry in active.range::<&str>(range).or_unavailable()? {
+            let (path, _) = entry.or_unavailable()?;
+            if items.len() == limit {
+                return more(items);
+            }
+            let path = path.value();
+            let backup = read_backup(&backups, path)?.ok_or_else(|| {
+                unavailable(format!("active backup {path} has no record in `backups`"))
+            })?;
+            items.push(backup);
+        }
+    } else {
+        for entry in backups.range::<&str>(range).or_unavailable()? {
+            let (path, value) = entry.or_unavailable()?;
+            if items.len() == limit {
+                return more(items);
+            }
+            items.push(decode(path.value(), value.value())?);
+        }
+    }
+    Ok(BackupPage { items, ..empty })
+}
+
+/// Writes a backup record and keeps `active_backups` in step with its status.
+fn put_backup(
+    backups: &mut Backups<'_>,
+    active: &mut ActiveBackups<'_>,
+    path: &str,
+    backup: &Backup,
+) -> StoreResult<()> {
+    let bytes = serde_json::to_vec(backup).or_unavailable()?;
+    backups.insert(path, bytes.as_slice()).or_unavailable()?;
+    if backup.status.is_final() {
+        active.remove(path).or_unavailable()?;
+    } else {
+        active.insert(path, ()).or_unavailable()?;
+    }
+    Ok(())
+}
+
+fn read_backup(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    path: &str,
+) -> StoreResult<Option<Backup>> {
+    match table.get(path).or_unavailable()? {
+        Some(value) => decode(path, value.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Takes the next `resourceVersion` inside the caller's write transaction.
 fn next_version(txn: &WriteTransaction) -> StoreResult<String> {
     let mut meta = txn.open_table(META).or_unavailable()?;
@@ -421,7 +652,7 @@ fn put(table: &mut Instances<'_>, instance: &Instance) -> StoreResult<()> {
 
 /// A record that does not parse is reported, never a panic: one bad record must not take
 /// the controller down.
-fn decode(path: &str, bytes: &[u8]) -> StoreResult<Instance> {
+fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> StoreResult<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| unavailable(format!("record {path} is unreadable: {e}")))
 }

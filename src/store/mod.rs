@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 pub use embedded::EmbeddedStore;
 
-use crate::model::{Instance, InstanceKey, ReconcileRequest, Rejection, Status, TenantId};
+use crate::model::{Backup, Instance, InstanceKey, ReconcileRequest, Rejection, Status, TenantId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,6 +30,11 @@ pub enum StoreError {
     /// A status write for a generation the record has never had (the record was replaced).
     #[error("status is for generation {for_generation} but the record is at {current}")]
     StaleStatus { for_generation: u64, current: u64 },
+    #[error("backup {1} of instance {0} not found")]
+    BackupNotFound(InstanceKey, String),
+    /// A write that would undo what is final (e.g. change a COMPLETED backup).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The mutation refused the change; nothing was written.
     #[error(transparent)]
     Rejected(Rejection),
@@ -114,8 +119,44 @@ pub trait Store: Send + Sync + 'static {
         request: &ReconcileRequest,
     ) -> StoreResult<usize>;
 
-    /// Removes the record for good; `false` if it was not there.
+    /// Removes the record for good; `false` if it was not there. Its backups stay: they
+    /// are the data kept for the retention period.
     async fn delete(&self, key: &InstanceKey) -> StoreResult<bool>;
+
+    /// Inserts a new backup record of an existing instance, atomically checking the
+    /// instance: `NotFound` if it does not exist, `Rejected(InvalidTransition)` if its
+    /// deletion was requested, `Conflict` if the backup id is taken.
+    async fn create_backup(&self, backup: Backup) -> StoreResult<Backup>;
+
+    async fn get_backup(&self, key: &InstanceKey, backup_id: &str) -> StoreResult<Option<Backup>>;
+
+    /// An instance's backups in id order (oldest first). With `active_only`, only PENDING
+    /// and RUNNING ones, found without reading finished records (the reconciler asks on
+    /// every pass).
+    async fn list_backups(
+        &self,
+        key: &InstanceKey,
+        page: BackupPageRequest,
+    ) -> StoreResult<BackupPage>;
+
+    /// Replaces a backup record (the reconciler's progress). `BackupNotFound` if absent;
+    /// `Conflict` if the stored record is already final (COMPLETED/FAILED are never undone).
+    async fn update_backup(&self, backup: &Backup) -> StoreResult<()>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupPageRequest {
+    pub limit: usize,
+    /// Exclusive: the last backup id of the previous page.
+    pub after: Option<String>,
+    pub active_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupPage {
+    pub items: Vec<Backup>,
+    /// The id to pass as `after` for the next page; `None` on the last page.
+    pub next: Option<String>,
 }
 
 /// Which fields of a record define "the desired state changed" (and so a new generation).

@@ -35,7 +35,7 @@ impl TestServer {
         };
         tweak(&mut config);
         let running = server::start(config).await.expect("server starts");
-        let client = Client::new(&running.url());
+        let client = Client::new(&running.url()).with_token(running.dev_token.clone());
         Self {
             running: Some(running),
             client,
@@ -58,6 +58,8 @@ impl TestServer {
 pub struct Client {
     pub base: String,
     pub http: reqwest::Client,
+    /// Sent as `Authorization: Bearer …` on every request when set.
+    pub token: Option<String>,
 }
 
 /// A response: status, headers we care about, and the JSON body (Null if none).
@@ -88,10 +90,20 @@ impl Client {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
+            token: None,
         }
     }
 
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
         let res = req.send().await.expect("request reaches the server");
         let status = res.status().as_u16();
         let header = |name: &str| {
@@ -212,10 +224,10 @@ impl BinaryServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn wpfleet");
-        let url = read_url(&mut child);
+        let (url, token) = read_banner(&mut child);
         Self {
             child,
-            client: Client::new(&url),
+            client: Client::new(&url).with_token(token),
         }
     }
 
@@ -233,21 +245,26 @@ impl Drop for BinaryServer {
     }
 }
 
-/// The server prints `wpfleet is serving on http://…` once it listens.
-fn read_url(child: &mut Child) -> String {
+/// The server prints `wpfleet is serving on http://…` once it listens, then (with the
+/// generated secret) `export WPFLEET_TOKEN=…`.
+fn read_banner(child: &mut Child) -> (String, Option<String>) {
     use std::io::{BufRead, BufReader};
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let mut url = None;
     for line in lines.by_ref() {
         let line = line.expect("stdout line");
-        if let Some(url) = line.split("serving on ").nth(1) {
-            let url = url.trim().to_owned();
+        if let Some(u) = line.split("serving on ").nth(1) {
+            url = Some(u.trim().to_owned());
+        }
+        if let Some(t) = line.split("WPFLEET_TOKEN=").nth(1) {
+            let token = t.trim().to_owned();
             // Keep draining stdout so the child never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
-            return url;
+            return (url.expect("URL printed before the token"), Some(token));
         }
     }
-    panic!("wpfleet exited before printing its URL");
+    panic!("wpfleet exited before printing its URL and token");
 }
 
 pub fn data_dir_of(dir: &TempDir) -> PathBuf {

@@ -92,6 +92,10 @@ impl Api {
             Step::CreateService { .. } => Self::write(Ecs, "CreateService"),
             Step::UpdateService { .. } => Self::write(Ecs, "UpdateService"),
             Step::DeleteService { .. } => Self::write(Ecs, "DeleteService"),
+            // TEMPORARY (lead): placeholders until AWS Backup is simulated.
+            Step::StartBackupJob { .. } => Self::write(Efs, "StartBackupJob"),
+            Step::StartRestoreJob { .. } => Self::write(Efs, "StartRestoreJob"),
+            Step::RestoreDatabase { .. } => Self::write(Rds, "RestoreDBInstanceFromDBSnapshot"),
         }
     }
 

@@ -365,6 +365,8 @@ impl ServiceRec {
             running_count: self.running(t),
             pending_count: self.pending(t),
             image: self.image.clone(),
+            access_point_id: self.access_point_id.clone(),
+            db_endpoint: self.db_endpoint.clone(),
             rollout: self.rollout(t),
         }
     }

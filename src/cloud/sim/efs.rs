@@ -59,6 +59,7 @@ impl AccessPointRec {
             id: self.id.clone(),
             arn: self.arn(),
             state: self.state(t)?,
+            root_path: self.root_path.clone(),
         })
     }
 

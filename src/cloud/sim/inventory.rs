@@ -177,32 +177,48 @@ impl Inventory {
                 name,
                 desired_count,
                 image,
+                ..
             } => self.update_service(ctx, api, name, *desired_count, image),
             Step::DeleteService { name } => self.delete_service(ctx, name),
+            Step::StartBackupJob { .. }
+            | Step::StartRestoreJob { .. }
+            | Step::RestoreDatabase { .. } => Err(crate::cloud::CloudError::Permanent {
+                service: api.service.name(),
+                operation: api.operation,
+                code: "NotImplemented".into(),
+                message: "not simulated yet".into(),
+            }),
         }
     }
 
     /// What the describe calls return for `key` at `t`.
     pub fn observe(&self, key: &InstanceKey, t: Millis) -> Observed {
+        // TEMPORARY (lead): minimal adaptation to the vector-based Observed.
         let names = ResourceNames::for_key(key);
         Observed {
             service: self.live_service(&names.service, t).map(|s| s.observed(t)),
-            access_point: self
+            access_points: self
                 .access_points_of(key, t)
-                .first()
-                .and_then(|ap| ap.observed(t)),
-            database: self
-                .live_db(&names.database, t)
-                .and_then(|db| db.observed(t)),
-            final_snapshot: self
+                .iter()
+                .filter_map(|ap| ap.observed(t))
+                .collect(),
+            databases: self
+                .live_db(&names.database(None), t)
+                .and_then(|db| db.observed(t))
+                .into_iter()
+                .collect(),
+            snapshots: self
                 .snapshots
-                .get(&names.final_snapshot)
-                .map(|s| s.observed(t)),
+                .get(&ResourceNames::final_snapshot(&names.database(None)))
+                .map(|s| s.observed(t))
+                .into_iter()
+                .collect(),
             log_group: self
                 .log_groups
                 .get(&names.log_group)
                 .map(LogGroupRec::observed),
             tasks: None,
+            jobs: vec![],
         }
     }
 

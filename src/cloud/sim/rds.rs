@@ -160,6 +160,7 @@ impl SnapshotRec {
             id: self.id.clone(),
             arn: self.arn(),
             state: self.state(t),
+            db_identifier: self.db_identifier.clone(),
         }
     }
 

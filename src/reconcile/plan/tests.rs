@@ -51,12 +51,14 @@ fn svc(desired: u32, running: u32, pending: u32) -> ObservedService {
         pending_count: pending,
         image: IMAGE.into(),
         rollout: Rollout::Completed,
+        access_point_id: "fsap-1".into(),
+        db_endpoint: "db.example".into(),
     }
 }
 
 fn db(state: DbState) -> ObservedDatabase {
     ObservedDatabase {
-        identifier: names().database,
+        identifier: names().database(None),
         arn: "arn:db".into(),
         state,
         endpoint: Some("db.example".into()),
@@ -69,14 +71,20 @@ fn ap(state: AccessPointState) -> ObservedAccessPoint {
         id: "fsap-1".into(),
         arn: "arn:ap".into(),
         state,
+        root_path: names().access_point_root(None),
     }
+}
+
+fn final_snapshot_id() -> String {
+    ResourceNames::final_snapshot(&names().database(None))
 }
 
 fn snapshot(state: SnapshotState) -> ObservedSnapshot {
     ObservedSnapshot {
-        id: names().final_snapshot,
+        id: final_snapshot_id(),
         arn: "arn:snap".into(),
         state,
+        db_identifier: names().database(None),
     }
 }
 
@@ -84,9 +92,10 @@ fn snapshot(state: SnapshotState) -> ObservedSnapshot {
 fn world() -> Observed {
     Observed {
         service: Some(svc(2, 2, 0)),
-        access_point: Some(ap(AccessPointState::Available)),
-        database: Some(db(DbState::Available)),
-        final_snapshot: None,
+        access_points: vec![ap(AccessPointState::Available)],
+        databases: vec![db(DbState::Available)],
+        snapshots: vec![],
+        jobs: vec![],
         log_group: Some(ObservedLogGroup {
             name: names().log_group,
             arn: "arn:lg".into(),
@@ -107,7 +116,7 @@ fn task(health: &str) -> ObservedTask {
 
 /// The one call into the planner: asserts step names, phase and convergence.
 fn check(inst: &Instance, obs: &Observed, steps: &[&str], phase: Phase, converged: bool) -> Plan {
-    let p = plan(inst, obs);
+    let p = plan(&PlanInput::new(inst), obs);
     let got: Vec<&str> = p.steps.iter().map(Step::name).collect();
     assert_eq!(got, steps, "steps; plan = {p:#?}");
     assert_eq!(p.phase, phase, "phase; plan = {p:#?}");
@@ -131,7 +140,7 @@ fn new_instance_creates_log_group_access_point_and_database_at_once() {
         false,
     );
     assert!(p.steps.contains(&Step::CreateDatabase {
-        identifier: names().database,
+        identifier: names().database(None),
         instance_class: "db.t4g.micro".into(),
         allocated_storage_gb: 20,
     }));
@@ -141,7 +150,7 @@ fn new_instance_creates_log_group_access_point_and_database_at_once() {
 fn waits_for_a_creating_database_without_calling_anything() {
     let mut o = world();
     o.service = None;
-    o.database = Some(db(DbState::Creating));
+    o.databases = vec![db(DbState::Creating)];
     let p = check(
         &inst(Phase::Provisioning),
         &o,
@@ -179,7 +188,7 @@ fn service_is_created_once_database_and_access_point_are_available() {
 fn service_waits_for_a_creating_access_point() {
     let mut o = world();
     o.service = None;
-    o.access_point = Some(ap(AccessPointState::Creating));
+    o.access_points = vec![ap(AccessPointState::Creating)];
     check(
         &inst(Phase::Provisioning),
         &o,
@@ -272,7 +281,9 @@ fn scaling_up_updates_the_service_count() {
         Step::UpdateService {
             name: names().service,
             desired_count: 4,
-            image: IMAGE.into()
+            image: IMAGE.into(),
+            access_point_id: "fsap-1".into(),
+            db_endpoint: "db.example".into(),
         }
     );
 }
@@ -320,7 +331,7 @@ fn a_tier_change_modifies_the_database_class() {
 #[test]
 fn an_access_point_deleted_behind_our_back_is_recreated_not_anything_destroyed() {
     let mut o = world();
-    o.access_point = None;
+    o.access_points.clear();
     check(
         &inst(Phase::Active),
         &o,
@@ -340,7 +351,7 @@ fn a_draining_service_is_waited_for_not_recreated() {
 #[test]
 fn a_failed_database_is_a_problem_for_a_person() {
     let mut o = world();
-    o.database = Some(db(DbState::Failed));
+    o.databases = vec![db(DbState::Failed)];
     let p = check(&inst(Phase::Active), &o, &[], Phase::Failed, false);
     assert_eq!(p.problem.unwrap().reason, "DatabaseFailed");
 }
@@ -400,7 +411,7 @@ fn suspend_stops_the_database_once_no_task_runs() {
 fn suspended_and_stopped_is_converged() {
     let mut o = world();
     o.service = Some(svc(0, 0, 0));
-    o.database = Some(db(DbState::Stopped));
+    o.databases = vec![db(DbState::Stopped)];
     check(
         &suspended_spec(inst(Phase::Suspending)),
         &o,
@@ -422,7 +433,7 @@ fn an_instance_created_suspended_gets_data_resources_but_no_service() {
     );
     let mut o = world();
     o.service = None;
-    o.database = Some(db(DbState::Available));
+    o.databases = vec![db(DbState::Available)];
     check(
         &suspended_spec(inst(Phase::Suspending)),
         &o,
@@ -436,7 +447,7 @@ fn an_instance_created_suspended_gets_data_resources_but_no_service() {
 fn resume_starts_the_database_before_restoring_tasks() {
     let mut o = world();
     o.service = Some(svc(0, 0, 0));
-    o.database = Some(db(DbState::Stopped));
+    o.databases = vec![db(DbState::Stopped)];
     check(
         &inst(Phase::Suspended),
         &o,
@@ -444,7 +455,7 @@ fn resume_starts_the_database_before_restoring_tasks() {
         Phase::Resuming,
         false,
     );
-    o.database = Some(db(DbState::Starting));
+    o.databases = vec![db(DbState::Starting)];
     check(&inst(Phase::Resuming), &o, &[], Phase::Resuming, false);
 }
 
@@ -472,7 +483,7 @@ fn resume_restores_the_task_count_once_the_database_is_available() {
 fn resume_after_suspend_interrupted_before_the_database_stopped() {
     let mut o = world();
     o.service = Some(svc(0, 0, 0));
-    o.database = Some(db(DbState::Stopping));
+    o.databases = vec![db(DbState::Stopping)];
     check(&inst(Phase::Suspending), &o, &[], Phase::Resuming, false);
 }
 
@@ -519,7 +530,7 @@ fn delete_removes_the_access_point_after_the_service() {
 fn delete_snapshots_the_database_before_deleting_it() {
     let mut o = world();
     o.service = None;
-    o.access_point = None;
+    o.access_points.clear();
     check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -527,7 +538,7 @@ fn delete_snapshots_the_database_before_deleting_it() {
         Phase::Deprovisioning,
         false,
     );
-    o.database = Some(db(DbState::Stopped));
+    o.databases = vec![db(DbState::Stopped)];
     check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -535,7 +546,7 @@ fn delete_snapshots_the_database_before_deleting_it() {
         Phase::Deprovisioning,
         false,
     );
-    o.final_snapshot = Some(snapshot(SnapshotState::Creating));
+    o.snapshots = vec![snapshot(SnapshotState::Creating)];
     check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -543,7 +554,7 @@ fn delete_snapshots_the_database_before_deleting_it() {
         Phase::Deprovisioning,
         false,
     );
-    o.final_snapshot = Some(snapshot(SnapshotState::Available));
+    o.snapshots = vec![snapshot(SnapshotState::Available)];
     let p = check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -554,8 +565,8 @@ fn delete_snapshots_the_database_before_deleting_it() {
     assert_eq!(
         p.steps[0],
         Step::DeleteDatabase {
-            identifier: names().database,
-            final_snapshot_id: names().final_snapshot
+            identifier: names().database(None),
+            final_snapshot_id: final_snapshot_id(),
         }
     );
 }
@@ -564,14 +575,14 @@ fn delete_snapshots_the_database_before_deleting_it() {
 fn delete_waits_for_a_database_in_transition() {
     let mut o = world();
     o.service = None;
-    o.access_point = None;
+    o.access_points.clear();
     for state in [
         DbState::Starting,
         DbState::Creating,
         DbState::Stopping,
         DbState::Deleting,
     ] {
-        o.database = Some(db(state));
+        o.databases = vec![db(state)];
         check(
             &deleted(Phase::Deprovisioning),
             &o,
@@ -586,8 +597,8 @@ fn delete_waits_for_a_database_in_transition() {
 fn a_failed_final_snapshot_keeps_the_database() {
     let mut o = world();
     o.service = None;
-    o.access_point = None;
-    o.final_snapshot = Some(snapshot(SnapshotState::Failed));
+    o.access_points.clear();
+    o.snapshots = vec![snapshot(SnapshotState::Failed)];
     let p = check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -602,9 +613,9 @@ fn a_failed_final_snapshot_keeps_the_database() {
 fn delete_removes_the_log_group_last() {
     let mut o = world();
     o.service = None;
-    o.access_point = None;
-    o.database = None;
-    o.final_snapshot = Some(snapshot(SnapshotState::Available));
+    o.access_points.clear();
+    o.databases.clear();
+    o.snapshots = vec![snapshot(SnapshotState::Available)];
     check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -639,23 +650,23 @@ fn all_observations() -> Vec<Observed> {
         }),
     ];
     let aps = [
-        None,
-        Some(ap(AccessPointState::Available)),
-        Some(ap(AccessPointState::Creating)),
-        Some(ap(AccessPointState::Deleting)),
+        vec![],
+        vec![ap(AccessPointState::Available)],
+        vec![ap(AccessPointState::Creating)],
+        vec![ap(AccessPointState::Deleting)],
     ];
     let dbs = [
-        None,
-        Some(db(DbState::Available)),
-        Some(db(DbState::Stopped)),
-        Some(db(DbState::Starting)),
-        Some(db(DbState::Deleting)),
-        Some(db(DbState::Creating)),
+        vec![],
+        vec![db(DbState::Available)],
+        vec![db(DbState::Stopped)],
+        vec![db(DbState::Starting)],
+        vec![db(DbState::Deleting)],
+        vec![db(DbState::Creating)],
     ];
     let snaps = [
-        None,
-        Some(snapshot(SnapshotState::Creating)),
-        Some(snapshot(SnapshotState::Available)),
+        vec![],
+        vec![snapshot(SnapshotState::Creating)],
+        vec![snapshot(SnapshotState::Available)],
     ];
     let lg = world().log_group;
     let mut out = vec![];
@@ -666,11 +677,12 @@ fn all_observations() -> Vec<Observed> {
                     for l in [None, lg.clone()] {
                         out.push(Observed {
                             service: s.clone(),
-                            access_point: a.clone(),
-                            database: d.clone(),
-                            final_snapshot: f.clone(),
+                            access_points: a.clone(),
+                            databases: d.clone(),
+                            snapshots: f.clone(),
                             log_group: l,
                             tasks: None,
+                            jobs: vec![],
                         });
                     }
                 }
@@ -690,7 +702,7 @@ fn invariants_hold_for_every_combination() {
     }
     for o in all_observations() {
         for i in &desireds {
-            let p = plan(i, &o);
+            let p = plan(&PlanInput::new(i), &o);
             if p.converged {
                 assert!(p.steps.is_empty());
             }
@@ -699,17 +711,15 @@ fn invariants_hold_for_every_combination() {
                     !step.is_destructive() || i.is_deleted(),
                     "destructive {step:?} for a live instance; {o:?}"
                 );
-                if let Step::DeleteDatabase { .. } = step {
-                    assert_eq!(
-                        o.final_snapshot.as_ref().map(|s| s.state),
-                        Some(SnapshotState::Available)
-                    );
+                if let Step::DeleteDatabase {
+                    final_snapshot_id, ..
+                } = step
+                {
+                    let snap = o.snapshots.iter().find(|s| &s.id == final_snapshot_id);
+                    assert_eq!(snap.map(|s| s.state), Some(SnapshotState::Available));
                 }
                 if let Step::CreateService { .. } = step {
-                    assert_eq!(
-                        o.database.as_ref().map(|d| &d.state),
-                        Some(&DbState::Available)
-                    );
+                    assert!(o.databases.iter().any(|d| d.state == DbState::Available));
                 }
             }
             // Teardown order: nothing after the service is touched while it exists.
@@ -726,4 +736,393 @@ fn invariants_hold_for_every_combination() {
             }
         }
     }
+}
+
+// ---- backups -------------------------------------------------------------------------
+
+use crate::cloud::{JobKind, JobState, ObservedJob};
+use crate::model::{Backup, BackupStatus, RestoreSpec, RestoreStage, RestoreStatus};
+
+fn backup(status: BackupStatus, job: Option<&str>) -> Backup {
+    let mut b = Backup::new(&key(), now());
+    b.backup_id = "bk-0000000000010000abcd".into();
+    b.status = status;
+    b.efs_backup_job_id = job.map(str::to_owned);
+    b
+}
+
+fn job(kind: JobKind, id: &str, state: JobState) -> ObservedJob {
+    ObservedJob {
+        kind,
+        id: id.into(),
+        state,
+        percent_done: if state == JobState::Completed {
+            100
+        } else {
+            40
+        },
+        recovery_point_arn: (state == JobState::Completed).then(|| "arn:rp:1".to_owned()),
+        message: (state == JobState::Failed).then(|| "disk on fire".to_owned()),
+    }
+}
+
+fn backup_snapshot(state: SnapshotState) -> ObservedSnapshot {
+    ObservedSnapshot {
+        id: names().backup_snapshot("bk-0000000000010000abcd"),
+        arn: "arn:bsnap".into(),
+        state,
+        db_identifier: names().database(None),
+    }
+}
+
+fn plan_with(
+    i: &Instance,
+    backups: &[Backup],
+    restore_from: Option<&Backup>,
+    o: &Observed,
+) -> Plan {
+    plan(
+        &PlanInput {
+            inst: i,
+            backups,
+            restore_from,
+        },
+        o,
+    )
+}
+
+fn step_names(p: &Plan) -> Vec<&'static str> {
+    p.steps.iter().map(Step::name).collect()
+}
+
+#[test]
+fn a_pending_backup_starts_a_backup_job_and_a_snapshot() {
+    let bk = backup(BackupStatus::Pending, None);
+    let p = plan_with(&inst(Phase::Active), &[bk], None, &world());
+    assert_eq!(step_names(&p), ["StartBackupJob", "SnapshotDatabase"]);
+    assert!(p.converged, "a backup does not make the spec unconverged");
+    assert_eq!(p.phase, Phase::Active);
+    assert_eq!(p.backups[0].status, BackupStatus::Running);
+    assert!(!p.waits.is_empty(), "it is looked at again");
+}
+
+#[test]
+fn a_running_backup_is_followed_not_restarted() {
+    let bk = backup(BackupStatus::Running, Some("job-1"));
+    let mut o = world();
+    o.jobs = vec![job(JobKind::Backup, "job-1", JobState::Running)];
+    o.snapshots = vec![backup_snapshot(SnapshotState::Creating)];
+    let p = plan_with(&inst(Phase::Active), &[bk], None, &o);
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert!(p.backups.is_empty(), "nothing changed");
+}
+
+#[test]
+fn a_backup_completes_when_both_parts_are_done() {
+    let bk = backup(BackupStatus::Running, Some("job-1"));
+    let mut o = world();
+    o.jobs = vec![job(JobKind::Backup, "job-1", JobState::Completed)];
+    o.snapshots = vec![backup_snapshot(SnapshotState::Available)];
+    let p = plan_with(&inst(Phase::Active), &[bk], None, &o);
+    let done = &p.backups[0];
+    assert_eq!(done.status, BackupStatus::Completed);
+    assert_eq!(done.efs_recovery_point_arn.as_deref(), Some("arn:rp:1"));
+    assert_eq!(
+        done.rds_snapshot_id,
+        Some(names().backup_snapshot("bk-0000000000010000abcd"))
+    );
+    assert!(p.waits.is_empty());
+}
+
+#[test]
+fn a_failed_backup_job_fails_the_backup() {
+    let bk = backup(BackupStatus::Running, Some("job-1"));
+    let mut o = world();
+    o.jobs = vec![job(JobKind::Backup, "job-1", JobState::Failed)];
+    let p = plan_with(&inst(Phase::Active), &[bk], None, &o);
+    assert_eq!(p.backups[0].status, BackupStatus::Failed);
+    assert!(
+        p.backups[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("disk on fire")
+    );
+}
+
+#[test]
+fn a_suspended_instance_can_be_backed_up() {
+    let mut o = world();
+    o.service = Some(svc(0, 0, 0));
+    o.databases = vec![db(DbState::Stopped)];
+    let bk = backup(BackupStatus::Pending, None);
+    let p = plan_with(&suspended_spec(inst(Phase::Suspended)), &[bk], None, &o);
+    assert_eq!(step_names(&p), ["StartBackupJob", "SnapshotDatabase"]);
+    assert_eq!(p.phase, Phase::Suspended);
+}
+
+#[test]
+fn a_backup_waits_for_the_data_resources() {
+    let mut o = world();
+    o.databases = vec![db(DbState::Creating)];
+    let bk = backup(BackupStatus::Pending, None);
+    let p = plan_with(&inst(Phase::Provisioning), &[bk], None, &o);
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s, Step::StartBackupJob { .. }))
+    );
+    assert!(p.waits.iter().any(|w| w.reason == "BackupWaiting"));
+}
+
+#[test]
+fn deleting_an_instance_fails_its_backups_in_flight() {
+    let bk = backup(BackupStatus::Running, Some("job-1"));
+    let p = plan_with(&deleted(Phase::Active), &[bk], None, &world());
+    assert_eq!(p.backups[0].status, BackupStatus::Failed);
+    assert_eq!(step_names(&p), ["DeleteService"]);
+}
+
+// ---- restore -------------------------------------------------------------------------
+
+const REQUEST: &str = "rs-00000000000000000000000000000001";
+
+fn epoch() -> String {
+    crate::cloud::names::epoch_of(REQUEST)
+}
+
+fn completed_backup() -> Backup {
+    let mut b = backup(BackupStatus::Completed, Some("job-1"));
+    b.efs_recovery_point_arn = Some("arn:rp:1".into());
+    b.rds_snapshot_id = Some(names().backup_snapshot("bk-0000000000010000abcd"));
+    b
+}
+
+/// An instance whose spec asks for a restore, with the restore's status so far.
+fn restoring(stage: Option<RestoreStage>, job: Option<&str>) -> Instance {
+    let mut i = inst(Phase::Active);
+    i.status.observed_generation = 1;
+    i.spec.restore = Some(RestoreSpec {
+        backup_id: "bk-0000000000010000abcd".into(),
+        request_id: REQUEST.into(),
+    });
+    i.status.restore = stage.map(|stage| RestoreStatus {
+        request_id: REQUEST.into(),
+        backup_id: "bk-0000000000010000abcd".into(),
+        stage,
+        progress: 0,
+        started_at: now(),
+        completed_at: matches!(stage, RestoreStage::Completed | RestoreStage::Failed).then(now),
+        efs_restore_job_id: job.map(str::to_owned),
+        previous_epoch: None,
+        error: None,
+    });
+    i
+}
+
+fn new_db(state: DbState) -> ObservedDatabase {
+    ObservedDatabase {
+        identifier: names().database(Some(&epoch())),
+        endpoint: Some("restored.example".into()),
+        ..db(state)
+    }
+}
+
+fn new_ap(state: AccessPointState) -> ObservedAccessPoint {
+    ObservedAccessPoint {
+        id: "fsap-2".into(),
+        root_path: names().access_point_root(Some(&epoch())),
+        ..ap(state)
+    }
+}
+
+#[test]
+fn restore_first_stops_every_task() {
+    let bk = completed_backup();
+    let p = plan_with(&restoring(None, None), &[], Some(&bk), &world());
+    assert_eq!(step_names(&p), ["UpdateService"]);
+    assert!(matches!(
+        p.steps[0],
+        Step::UpdateService {
+            desired_count: 0,
+            ..
+        }
+    ));
+    assert_eq!(p.phase, Phase::Restoring);
+    assert_eq!(p.restore.as_ref().unwrap().stage, RestoreStage::Stopping);
+    assert!(!p.converged);
+}
+
+#[test]
+fn restore_then_restores_files_and_database_together() {
+    let bk = completed_backup();
+    let mut o = world();
+    o.service = Some(svc(0, 0, 0));
+    let p = plan_with(
+        &restoring(Some(RestoreStage::Stopping), None),
+        &[],
+        Some(&bk),
+        &o,
+    );
+    assert_eq!(step_names(&p), ["RestoreDatabase", "StartRestoreJob"]);
+    assert_eq!(
+        p.steps[0],
+        Step::RestoreDatabase {
+            identifier: names().database(Some(&epoch())),
+            snapshot_id: names().backup_snapshot("bk-0000000000010000abcd"),
+            instance_class: "db.t4g.micro".into(),
+        }
+    );
+    assert_eq!(
+        p.steps[1],
+        Step::StartRestoreJob {
+            recovery_point_arn: "arn:rp:1".into(),
+            target_root: names().access_point_root(Some(&epoch())),
+        }
+    );
+    assert_eq!(p.restore.unwrap().stage, RestoreStage::Restoring);
+}
+
+#[test]
+fn a_recorded_restore_job_is_followed_not_started_again() {
+    let bk = completed_backup();
+    let mut o = world();
+    o.service = Some(svc(0, 0, 0));
+    o.databases.push(new_db(DbState::Creating));
+    o.jobs = vec![job(JobKind::Restore, "rjob-1", JobState::Running)];
+    let p = plan_with(
+        &restoring(Some(RestoreStage::Restoring), Some("rjob-1")),
+        &[],
+        Some(&bk),
+        &o,
+    );
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    let r = p.restore.unwrap();
+    assert_eq!(r.stage, RestoreStage::Restoring);
+    assert_eq!(r.progress, 40, "20 + half the job's 40%");
+}
+
+#[test]
+fn restored_files_get_an_access_point_then_the_service_moves_to_the_restored_data() {
+    let bk = completed_backup();
+    let mut o = world();
+    o.service = Some(svc(0, 0, 0));
+    o.databases.push(new_db(DbState::Available));
+    o.jobs = vec![job(JobKind::Restore, "rjob-1", JobState::Completed)];
+    let i = restoring(Some(RestoreStage::Restoring), Some("rjob-1"));
+    let p = plan_with(&i, &[], Some(&bk), &o);
+    assert_eq!(step_names(&p), ["CreateAccessPoint"]);
+    assert_eq!(p.restore.as_ref().unwrap().stage, RestoreStage::Attaching);
+
+    o.access_points.push(new_ap(AccessPointState::Available));
+    let p = plan_with(&i, &[], Some(&bk), &o);
+    assert_eq!(
+        p.steps,
+        [Step::UpdateService {
+            name: names().service,
+            desired_count: 2,
+            image: IMAGE.into(),
+            access_point_id: "fsap-2".into(),
+            db_endpoint: "restored.example".into(),
+        }]
+    );
+    assert_eq!(p.restore.unwrap().stage, RestoreStage::Starting);
+    assert!(
+        p.steps.iter().all(|s| !s.is_destructive()),
+        "nothing is removed before the restore completed"
+    );
+}
+
+#[test]
+fn restore_completes_when_tasks_run_healthy_on_the_restored_data() {
+    let bk = completed_backup();
+    let mut o = world();
+    o.service = Some(ObservedService {
+        access_point_id: "fsap-2".into(),
+        db_endpoint: "restored.example".into(),
+        ..svc(2, 2, 0)
+    });
+    o.databases.push(new_db(DbState::Available));
+    o.access_points.push(new_ap(AccessPointState::Available));
+    o.jobs = vec![job(JobKind::Restore, "rjob-1", JobState::Completed)];
+    let i = restoring(Some(RestoreStage::Starting), Some("rjob-1"));
+    let p = plan_with(&i, &[], Some(&bk), &o);
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert_eq!(p.restore.as_ref().unwrap().stage, RestoreStage::Completed);
+    assert_eq!(p.phase, Phase::Active);
+}
+
+#[test]
+fn after_a_restore_the_superseded_data_is_snapshotted_then_retired() {
+    let mut o = world();
+    o.service = Some(ObservedService {
+        access_point_id: "fsap-2".into(),
+        db_endpoint: "restored.example".into(),
+        ..svc(2, 2, 0)
+    });
+    o.databases.push(new_db(DbState::Available));
+    o.access_points.push(new_ap(AccessPointState::Available));
+    let i = restoring(Some(RestoreStage::Completed), Some("rjob-1"));
+    let p = plan_with(&i, &[], None, &o);
+    assert_eq!(step_names(&p), ["DeleteAccessPoint", "SnapshotDatabase"]);
+    assert_eq!(
+        p.steps[0],
+        Step::DeleteAccessPoint {
+            id: "fsap-1".into()
+        }
+    );
+    let old_db = names().database(None);
+    assert_eq!(
+        p.steps[1],
+        Step::SnapshotDatabase {
+            identifier: old_db.clone(),
+            snapshot_id: ResourceNames::retirement_snapshot(&old_db),
+        }
+    );
+    // Once the retirement snapshot exists, the old database goes.
+    o.access_points.retain(|a| a.id == "fsap-2");
+    o.snapshots.push(ObservedSnapshot {
+        id: ResourceNames::retirement_snapshot(&old_db),
+        arn: "arn:ret".into(),
+        state: SnapshotState::Available,
+        db_identifier: old_db.clone(),
+    });
+    let p = plan_with(&i, &[], None, &o);
+    assert_eq!(step_names(&p), ["DeleteDatabase"]);
+    // Finally: converged on the restored data.
+    o.databases.retain(|d| d.identifier != old_db);
+    let p = plan_with(&i, &[], None, &o);
+    assert!(p.converged && p.steps.is_empty(), "{p:#?}");
+}
+
+#[test]
+fn a_failed_restore_job_brings_the_instance_back_on_its_old_data() {
+    let bk = completed_backup();
+    let mut o = world();
+    o.service = Some(svc(0, 0, 0));
+    o.jobs = vec![job(JobKind::Restore, "rjob-1", JobState::Failed)];
+    o.databases.push(new_db(DbState::Available));
+    let i = restoring(Some(RestoreStage::Restoring), Some("rjob-1"));
+    let p = plan_with(&i, &[], Some(&bk), &o);
+    let r = p.restore.unwrap();
+    assert_eq!(r.stage, RestoreStage::Failed);
+    assert!(r.error.unwrap().contains("disk on fire"));
+    // The next pass (status says Failed) scales the old data back up.
+    let i = restoring(Some(RestoreStage::Failed), Some("rjob-1"));
+    let p = plan_with(&i, &[], Some(&bk), &o);
+    assert!(matches!(
+        &p.steps[0],
+        Step::UpdateService { desired_count: 2, access_point_id, .. } if access_point_id == "fsap-1"
+    ));
+}
+
+#[test]
+fn a_restore_from_an_unusable_backup_fails_without_touching_anything() {
+    let mut bk = completed_backup();
+    bk.status = BackupStatus::Failed;
+    let p = plan_with(&restoring(None, None), &[], Some(&bk), &world());
+    assert!(p.steps.is_empty());
+    assert_eq!(p.restore.unwrap().stage, RestoreStage::Failed);
+    let p = plan_with(&restoring(None, None), &[], None, &world());
+    assert_eq!(p.restore.unwrap().stage, RestoreStage::Failed);
 }
