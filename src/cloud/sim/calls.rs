@@ -33,6 +33,7 @@ pub(super) enum Service {
     Efs,
     Rds,
     Logs,
+    Backup,
 }
 
 impl Service {
@@ -42,6 +43,7 @@ impl Service {
             Service::Efs => "efs",
             Service::Rds => "rds",
             Service::Logs => "logs",
+            Service::Backup => "backup",
         }
     }
 
@@ -92,9 +94,8 @@ impl Api {
             Step::CreateService { .. } => Self::write(Ecs, "CreateService"),
             Step::UpdateService { .. } => Self::write(Ecs, "UpdateService"),
             Step::DeleteService { .. } => Self::write(Ecs, "DeleteService"),
-            // TEMPORARY (lead): placeholders until AWS Backup is simulated.
-            Step::StartBackupJob { .. } => Self::write(Efs, "StartBackupJob"),
-            Step::StartRestoreJob { .. } => Self::write(Efs, "StartRestoreJob"),
+            Step::StartBackupJob { .. } => Self::write(Backup, "StartBackupJob"),
+            Step::StartRestoreJob { .. } => Self::write(Backup, "StartRestoreJob"),
             Step::RestoreDatabase { .. } => Self::write(Rds, "RestoreDBInstanceFromDBSnapshot"),
         }
     }
@@ -213,7 +214,7 @@ pub struct CallRecord {
 /// Admission, faults and the books; one per [`super::SimCloud`], behind a mutex.
 #[derive(Debug)]
 pub(super) struct CallBook {
-    buckets: [Bucket; 4],
+    buckets: [Bucket; 5],
     faults: Faults,
     stats: SimStats,
     log: VecDeque<CallRecord>,
@@ -227,6 +228,7 @@ impl CallBook {
                 Bucket::new(limits.efs),
                 Bucket::new(limits.rds),
                 Bucket::new(limits.logs),
+                Bucket::new(limits.backup),
             ],
             faults,
             stats: SimStats::default(),

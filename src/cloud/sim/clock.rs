@@ -7,6 +7,9 @@
 //!   process restart unchanged.
 //! * Every duration is `base × jitter(±20 %) × factor ÷ speed`, and conversions never panic
 //!   (a nonsensical speed falls back to 1.0).
+//! * Things that must come out the same on every read and in every process (log lines,
+//!   whether a backup job fails) use the deterministic draws here (`stable_hash`, `mix`),
+//!   never `rand` or `std`'s randomly keyed hasher.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +36,12 @@ pub(super) mod base {
     /// From RUNNING until the first passing health check.
     pub const TASK_HEALTHY: f64 = 10_000.0;
     pub const TASK_STOP: f64 = 15_000.0;
+    /// An on-demand AWS Backup job of one WordPress directory.
+    pub const BACKUP_JOB: f64 = 90_000.0;
+    /// An AWS Backup restore of one recovery point into a new directory.
+    pub const RESTORE_JOB: f64 = 120_000.0;
+    /// A running task writes one access-log line this often.
+    pub const LOG_LINE_EVERY: f64 = 10_000.0;
 }
 
 /// Random jitter applied to every transition, so that a fleet does not move in lockstep.
@@ -68,6 +77,8 @@ pub(super) struct Ctx {
     pub speed: f64,
     /// `Faults::slow_rds_factor` when it is at least 1, else 1.
     pub rds_factor: f64,
+    /// `Faults::backup_failure_rate` within 0..=1 (a NaN counts as 0).
+    pub backup_failure_rate: f64,
 }
 
 impl Ctx {
@@ -81,7 +92,18 @@ impl Ctx {
             now,
             speed: sane_speed(speed),
             rds_factor,
+            backup_failure_rate: 0.0,
         }
+    }
+
+    /// The same context, with backup/restore jobs failing at `rate` (clamped to 0..=1).
+    pub fn with_backup_failure_rate(mut self, rate: f64) -> Self {
+        self.backup_failure_rate = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        self
     }
 
     /// A jittered, speed-scaled span in whole milliseconds.
@@ -113,6 +135,27 @@ pub(super) fn hex_id(count: usize) -> String {
         .collect()
 }
 
+/// A stable 64-bit hash of `s` (FNV-1a): seeds that must not change across processes or
+/// Rust versions, unlike `std`'s randomly keyed hasher.
+pub(super) fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// SplitMix64 of `seed` and `n`: a deterministic "random" draw number `n` of a stream.
+pub(super) fn mix(seed: u64, n: u64) -> u64 {
+    let mut z = seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A deterministic fraction in [0, 1) from a hash.
+pub(super) fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +179,21 @@ mod tests {
         assert_eq!(duration_from_ms(-5.0), Duration::ZERO);
         let ctx = Ctx::new(0, 0.0, f64::INFINITY);
         assert_eq!(ctx.rds_factor, 1.0);
+        assert_eq!(
+            ctx.with_backup_failure_rate(f64::NAN).backup_failure_rate,
+            0.0
+        );
+        assert_eq!(ctx.with_backup_failure_rate(7.0).backup_failure_rate, 1.0);
         assert_eq!(hex_id(17).len(), 17);
+    }
+
+    #[test]
+    fn deterministic_draws_are_stable_and_spread() {
+        assert_eq!(stable_hash("abc"), stable_hash("abc"));
+        assert_ne!(stable_hash("abc"), stable_hash("abd"));
+        assert_eq!(mix(1, 2), mix(1, 2));
+        let below_half = (0..1_000).filter(|&n| unit(mix(42, n)) < 0.5).count();
+        assert!((400..600).contains(&below_half), "{below_half}");
+        assert!((0..1_000).all(|n| (0.0..1.0).contains(&unit(mix(7, n)))));
     }
 }

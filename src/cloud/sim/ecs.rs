@@ -13,15 +13,46 @@
 //!   time.
 //! * A draining service has `desired == 0`, every task stopping, and is gone once its last
 //!   task is.
+//! * A new deployment starts whenever the image, the access point or the database endpoint
+//!   changes (each is a new task definition revision in ECS).
+//! * Tasks that are pruned from a service (or whose service is swept) and ever ran are
+//!   remembered in the service name's [`TaskHistory`] (the newest [`MAX_PAST_TASKS`]), so
+//!   their log lines can still be derived; nothing else reads the history.
 
 use serde::{Deserialize, Serialize};
 
 use super::calls::Api;
 use super::clock::{Ctx, Millis, base, hex_id};
 use super::inventory::{Inventory, RecordKey};
+use super::log_events::Source;
 use super::view::{ServiceView, TaskView};
-use crate::cloud::{CloudResult, ObservedService, ObservedTask, Rollout, ServiceState};
+use crate::cloud::{
+    AccessPointState, CloudResult, ObservedService, ObservedTask, Rollout, ServiceState,
+};
 use crate::model::{InstanceKey, Timestamp};
+
+/// How many stopped tasks' timelines a service name remembers for its logs.
+pub const MAX_PAST_TASKS: usize = 50;
+
+/// What the logs need of a task that is gone: when it ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PastTask {
+    pub id: String,
+    pub image: String,
+    pub running_at: Millis,
+    pub stop_at: Millis,
+}
+
+/// The stopped tasks of one service name, oldest first, at most [`MAX_PAST_TASKS`].
+/// Outlives the service (a deleted instance's logs stay readable until its log group goes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TaskHistory {
+    pub service: String,
+    pub key: InstanceKey,
+    pub tasks: Vec<PastTask>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -148,6 +179,21 @@ impl TaskRec {
         }
     }
 
+    /// Its timeline, if it ever ran (a task stopped before RUNNING wrote no logs).
+    pub(super) fn past(&self) -> Option<PastTask> {
+        let stop_at = self.stop_at?;
+        (self.running_at < stop_at).then(|| PastTask {
+            id: self.id.clone(),
+            image: self.image.clone(),
+            running_at: self.running_at,
+            stop_at,
+        })
+    }
+
+    fn log_source(&self) -> Source {
+        Source::new(&self.id, &self.image, self.running_at, self.stop_at)
+    }
+
     fn view(&self, t: Millis) -> TaskView {
         TaskView {
             id: self.id.clone(),
@@ -191,6 +237,15 @@ fn check_count(api: Api, desired: u32) -> CloudResult<()> {
         ));
     }
     Ok(())
+}
+
+/// Arguments of UpdateService: the whole wanted configuration.
+pub(super) struct ServiceUpdate<'a> {
+    pub name: &'a str,
+    pub desired_count: u32,
+    pub image: &'a str,
+    pub access_point_id: &'a str,
+    pub db_endpoint: &'a str,
 }
 
 /// Arguments of CreateService.
@@ -300,10 +355,12 @@ impl ServiceRec {
 
     /// A new primary deployment: `desired` new tasks now; each old task stops when a new
     /// one reaches RUNNING (minimum healthy 100 %, maximum 200 %).
-    fn roll(&mut self, ctx: &Ctx, image: &str, desired: u32) {
+    fn roll(&mut self, ctx: &Ctx, config: &ServiceUpdate<'_>) {
         self.deployment = self.deployment.saturating_add(1);
-        self.image = image.to_owned();
-        self.desired = desired;
+        self.image = config.image.to_owned();
+        self.access_point_id = config.access_point_id.to_owned();
+        self.db_endpoint = config.db_endpoint.to_owned();
+        self.desired = config.desired_count;
         let first_new = self.tasks.len();
         self.converge(ctx);
         let mut ready: Vec<Millis> = self.tasks[first_new..]
@@ -347,9 +404,26 @@ impl ServiceRec {
         self.converge(ctx);
     }
 
-    /// Drops tasks that are gone, so a long-lived service's record stays small.
-    fn prune(&mut self, t: Millis) {
-        self.tasks.retain(|task| !task.is_gone(t));
+    /// Drops tasks that are gone, so a long-lived service's record stays small; returns
+    /// the timelines of those that ran, for the logs.
+    fn prune(&mut self, t: Millis) -> Vec<PastTask> {
+        let (gone, kept): (Vec<TaskRec>, Vec<TaskRec>) = std::mem::take(&mut self.tasks)
+            .into_iter()
+            .partition(|task| task.is_gone(t));
+        self.tasks = kept;
+        gone.iter().filter_map(TaskRec::past).collect()
+    }
+
+    /// Whether the service runs with exactly this configuration already.
+    fn matches(&self, update: &ServiceUpdate<'_>) -> bool {
+        self.desired == update.desired_count && self.runs(update)
+    }
+
+    /// Whether the primary deployment's task definition is `update`'s (count aside).
+    fn runs(&self, update: &ServiceUpdate<'_>) -> bool {
+        self.image == update.image
+            && self.access_point_id == update.access_point_id
+            && self.db_endpoint == update.db_endpoint
     }
 
     pub fn observed(&self, t: Millis) -> ObservedService {
@@ -388,6 +462,8 @@ impl ServiceRec {
             running_count: self.running(t),
             pending_count: self.pending(t),
             image: self.image.clone(),
+            access_point_id: self.access_point_id.clone(),
+            db_endpoint: self.db_endpoint.clone(),
             tasks,
         }
     }
@@ -407,10 +483,61 @@ impl Inventory {
         f: impl FnOnce(&mut ServiceRec) -> T,
     ) -> Option<T> {
         let svc = self.services.get_mut(name).filter(|s| !s.is_gone(t))?;
-        svc.prune(t);
+        let past = svc.prune(t);
+        let key = svc.key.clone();
         let out = f(svc);
         self.touch(RecordKey::Service(name.to_owned()));
+        self.remember_tasks(name, &key, past);
         Some(out)
+    }
+
+    /// Adds stopped tasks to the history of service name `name`, keeping the newest.
+    pub(super) fn remember_tasks(&mut self, name: &str, key: &InstanceKey, past: Vec<PastTask>) {
+        if past.is_empty() {
+            return;
+        }
+        let history = self
+            .task_history
+            .entry(name.to_owned())
+            .or_insert_with(|| TaskHistory {
+                service: name.to_owned(),
+                key: key.clone(),
+                tasks: Vec::new(),
+            });
+        history.key = key.clone();
+        history.tasks.extend(past);
+        history
+            .tasks
+            .sort_by(|a, b| (a.stop_at, &a.id).cmp(&(b.stop_at, &b.id)));
+        history.tasks.dedup_by(|a, b| a.id == b.id);
+        let excess = history.tasks.len().saturating_sub(MAX_PAST_TASKS);
+        history.tasks.drain(..excess);
+        self.touch(RecordKey::TaskHistory(name.to_owned()));
+    }
+
+    /// Forgets the stopped tasks of service name `name` (its log group was deleted).
+    pub(super) fn forget_tasks(&mut self, name: &str) {
+        if self.task_history.remove(name).is_some() {
+            self.touch(RecordKey::TaskHistory(name.to_owned()));
+        }
+    }
+
+    /// Every task of service name `name` that may have written log lines: the service's
+    /// tasks (in any state, gone ones included until pruned) and its remembered history.
+    pub(super) fn log_sources(&self, name: &str) -> Vec<Source> {
+        let current = self
+            .services
+            .get(name)
+            .into_iter()
+            .flat_map(|svc| svc.tasks.iter())
+            .map(TaskRec::log_source);
+        let past = self
+            .task_history
+            .get(name)
+            .into_iter()
+            .flat_map(|h| h.tasks.iter())
+            .map(|p| Source::new(&p.id, &p.image, p.running_at, Some(p.stop_at)));
+        current.chain(past).collect()
     }
 
     pub(super) fn create_service(
@@ -436,6 +563,11 @@ impl Inventory {
                 ))
             };
         }
+        // A gone service not swept yet: its tasks' timelines go to the history first.
+        if let Some(old) = self.services.remove(new.name) {
+            let past = old.tasks.iter().filter_map(TaskRec::past).collect();
+            self.remember_tasks(new.name, &old.key, past);
+        }
         let svc = ServiceRec::new(ctx, key, &new);
         self.services.insert(new.name.to_owned(), svc);
         self.touch(RecordKey::Service(new.name.to_owned()));
@@ -446,25 +578,41 @@ impl Inventory {
         &mut self,
         ctx: &Ctx,
         api: Api,
-        name: &str,
-        desired: u32,
-        image: &str,
+        update: &ServiceUpdate<'_>,
     ) -> CloudResult<()> {
-        check_count(api, desired)?;
-        match self.live_service(name, ctx.now) {
+        check_count(api, update.desired_count)?;
+        let name = update.name;
+        let current_ap = match self.live_service(name, ctx.now) {
             None => return Err(api.invalid(format!("ServiceNotFoundException: {name}"))),
             Some(s) if s.is_draining() => {
                 return Err(api.invalid(format!("ServiceNotActiveException: {name}")));
             }
-            Some(s) if s.image == image && s.desired == desired => return Ok(()),
-            Some(_) => {}
+            Some(s) if s.matches(update) => return Ok(()),
+            Some(s) => s.access_point_id.clone(),
+        };
+        // Switching to another access point registers a task definition that mounts it; the
+        // sim refuses one that does not exist (or is being deleted), which on AWS would
+        // only show as tasks failing to start.
+        if current_ap != update.access_point_id {
+            let usable = self
+                .live_access_point(update.access_point_id, ctx.now)
+                .and_then(|ap| ap.state(ctx.now))
+                .is_some_and(|s| {
+                    matches!(s, AccessPointState::Creating | AccessPointState::Available)
+                });
+            if !usable {
+                return Err(api.invalid(format!(
+                    "AccessPointNotFound: access point {} does not exist",
+                    update.access_point_id
+                )));
+            }
         }
         self.with_service(name, ctx.now, |svc| {
-            if svc.image == image {
-                svc.desired = desired;
+            if svc.runs(update) {
+                svc.desired = update.desired_count;
                 svc.converge(ctx);
             } else {
-                svc.roll(ctx, image, desired);
+                svc.roll(ctx, update);
             }
         });
         Ok(())
@@ -522,6 +670,16 @@ mod tests {
         ServiceRec::new(&ctx(0), &InstanceKey::from_strs("t", "i"), &new)
     }
 
+    fn update(image: &str, desired: u32) -> ServiceUpdate<'_> {
+        ServiceUpdate {
+            name: "svc",
+            desired_count: desired,
+            image,
+            access_point_id: "fsap-1",
+            db_endpoint: "db",
+        }
+    }
+
     /// Tasks of older deployments are always on their way out.
     fn check_invariants(svc: &ServiceRec, t: Millis) {
         for task in &svc.tasks {
@@ -555,7 +713,8 @@ mod tests {
                     1 => {
                         svc.prune(now);
                         images += 1;
-                        svc.roll(&c, &format!("img{images}"), rng.random_range(0..5));
+                        let image = format!("img{images}");
+                        svc.roll(&c, &update(&image, rng.random_range(0..5)));
                     }
                     2 => svc.kill(&c, rng.random_range(0..3)),
                     _ => {}
@@ -576,7 +735,7 @@ mod tests {
         let mut svc = service(2);
         let settled = 60_000;
         assert_eq!(svc.running(settled), 2);
-        svc.roll(&ctx(settled), "img1", 2);
+        svc.roll(&ctx(settled), &update("img1", 2));
         let first_ready = svc
             .tasks
             .iter()
@@ -623,5 +782,18 @@ mod tests {
         assert_eq!(stopped.last_status(gone - 1), "STOPPING");
         assert!(stopped.is_gone(gone));
         assert_eq!(stopped.health(gone + 1), "HEALTHY", "frozen at the stop");
+    }
+
+    #[test]
+    fn pruning_keeps_the_timelines_of_tasks_that_ran() {
+        let mut svc = service(2);
+        let ran = svc.tasks[0].healthy_at;
+        svc.tasks[0].stop(&ctx(ran), ran);
+        // The second never ran: stopped while provisioning.
+        svc.tasks[1].stop(&ctx(0), 0);
+        let past = svc.prune(3_600_000);
+        assert_eq!(past.len(), 1);
+        assert_eq!(past[0].stop_at, ran);
+        assert!(svc.tasks.is_empty());
     }
 }

@@ -1,16 +1,22 @@
-//! EFS access points: `creating` → `available` → `deleting` → gone.
+//! EFS: access points (`creating` → `available` → `deleting` → gone) and the directories
+//! they expose, with content (`data`), so tests can follow what WordPress wrote through a
+//! backup and a restore.
 //!
 //! Invariants:
 //! * Like real EFS, CreateAccessPoint is idempotent by client token only: the same token
 //!   returns the existing access point, a different token creates another one even for the
 //!   same root path. Preventing duplicates is the reconciler's job (observe first).
 //! * Every access point carries `names::tags(key)`; observation finds it by those tags.
+//! * A directory exists from the moment an access point is created on it, or a restore job
+//!   into it completes, and then forever (deleting an access point keeps the files, as on
+//!   EFS). Its content at `t` is whichever came last: the last write (`DirRec`), or the
+//!   last restore into it completed by `t` (derived from the job, never stored twice).
 
 use serde::{Deserialize, Serialize};
 
 use super::clock::{Ctx, Millis, base, hex_id};
 use super::inventory::{Inventory, RecordKey};
-use super::view::AccessPointView;
+use super::view::{AccessPointView, DirectoryView};
 use crate::cloud::{AccessPointState, CloudResult, ObservedAccessPoint, names};
 use crate::model::InstanceKey;
 
@@ -63,7 +69,8 @@ impl AccessPointRec {
         })
     }
 
-    pub fn view(&self, t: Millis) -> Option<AccessPointView> {
+    /// The view, showing `data` as its directory's content.
+    pub fn view(&self, t: Millis, data: &str) -> Option<AccessPointView> {
         let state = match self.state(t)? {
             AccessPointState::Creating => "creating",
             AccessPointState::Available => "available",
@@ -77,8 +84,20 @@ impl AccessPointRec {
             tenant_id: self.key.tenant_id.to_string(),
             instance_id: self.key.instance_id.to_string(),
             state: state.to_owned(),
+            data: data.to_owned(),
         })
     }
+}
+
+/// A directory of the file system, with the last content written to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DirRec {
+    pub root_path: String,
+    pub data: String,
+    pub created_at: Millis,
+    /// When `data` was written; a restore completed later overrides it.
+    pub written_at: Millis,
 }
 
 impl Inventory {
@@ -108,6 +127,11 @@ impl Inventory {
             deleting_at: None,
             gone_at: None,
         };
+        // EFS creates the root directory (CreationInfo) if it is not there; an existing one
+        // (e.g. written by a restore) is exposed as it is.
+        if self.directory_at(root_path, ctx.now).is_none() {
+            self.write_directory(root_path, "", ctx.now);
+        }
         self.touch(RecordKey::AccessPoint(rec.id.clone()));
         self.insert_access_point(rec);
         Ok(())
@@ -126,6 +150,11 @@ impl Inventory {
         Ok(())
     }
 
+    /// The access point `id` unless it is gone at `t`.
+    pub(super) fn live_access_point(&self, id: &str, t: Millis) -> Option<&AccessPointRec> {
+        self.access_points.get(id).filter(|ap| !ap.is_gone(t))
+    }
+
     /// The access points tagged with `key` that exist at `t`, oldest first.
     pub(super) fn access_points_of(&self, key: &InstanceKey, t: Millis) -> Vec<&AccessPointRec> {
         let mut aps: Vec<&AccessPointRec> = self
@@ -138,5 +167,57 @@ impl Inventory {
             .collect();
         aps.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         aps
+    }
+
+    /// The content of directory `root` at `t`; `None` if it does not exist then.
+    pub(super) fn directory_at(&self, root: &str, t: Millis) -> Option<&str> {
+        let written = self
+            .directories
+            .get(root)
+            .filter(|d| d.created_at <= t)
+            .map(|d| (d.written_at, d.data.as_str()));
+        let restored = self.last_restore_into(root, t);
+        match (written, restored) {
+            (Some(w), Some(r)) => Some(if r.0 > w.0 { r.1 } else { w.1 }),
+            (w, r) => w.or(r).map(|(_, data)| data),
+        }
+    }
+
+    /// Writes `data` into directory `root` at `t`, creating it if needed.
+    pub(super) fn write_directory(&mut self, root: &str, data: &str, t: Millis) {
+        let dir = self
+            .directories
+            .entry(root.to_owned())
+            .or_insert_with(|| DirRec {
+                root_path: root.to_owned(),
+                data: String::new(),
+                created_at: t,
+                written_at: t,
+            });
+        dir.created_at = dir.created_at.min(t);
+        dir.data = data.to_owned();
+        dir.written_at = t;
+        self.touch(RecordKey::Directory(root.to_owned()));
+    }
+
+    /// Every directory that exists at `t`, by root path.
+    pub(super) fn directory_views(&self, t: Millis) -> Vec<DirectoryView> {
+        let mut roots: Vec<&str> = self
+            .directories
+            .keys()
+            .map(String::as_str)
+            .chain(self.restore_targets())
+            .collect();
+        roots.sort_unstable();
+        roots.dedup();
+        roots
+            .into_iter()
+            .filter_map(|root| {
+                self.directory_at(root, t).map(|data| DirectoryView {
+                    root_path: root.to_owned(),
+                    data: data.to_owned(),
+                })
+            })
+            .collect()
     }
 }

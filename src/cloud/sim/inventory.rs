@@ -6,20 +6,25 @@
 //!   reader passes the instant it looks at, and resources that are gone at that instant are
 //!   invisible even before `sweep` removes them.
 //! * `ap_by_key` and `ap_by_token` always index exactly the records in `access_points`
-//!   (they change only in `insert_access_point` / `remove_access_point`).
+//!   (they change only in `insert_access_point` / `remove_access_point`); likewise
+//!   `db_by_key` / `snap_by_key` (see `rds`) and the job indexes (see `backup`). Indexes
+//!   are never stored: `load` rebuilds them through the same insert functions.
 //! * Every change of a stored record is followed by `touch` of its [`RecordKey`].
+//! * Observation finds an instance's access points, databases and snapshots by the key
+//!   recorded when they were created (their tags), not by name, so every data epoch shows.
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::backup::{JobRec, JobType, NewBackup, NewRestore};
 use super::calls::Api;
 use super::clock::{Ctx, Millis};
-use super::ecs::{NewService, ServiceRec};
-use super::efs::AccessPointRec;
+use super::ecs::{NewService, ServiceRec, ServiceUpdate, TaskHistory};
+use super::efs::{AccessPointRec, DirRec};
 use super::logs::LogGroupRec;
-use super::rds::{DbRec, NewDb, SnapshotRec};
+use super::rds::{DbRec, KeyIndex, NewDb, RestoredDb, SnapshotRec};
 use super::view::InventorySnapshot;
 use crate::cloud::names::ResourceNames;
-use crate::cloud::{CloudResult, DbState, Observed, Step};
+use crate::cloud::{CloudResult, DbState, Observed, Step, StepOutcome};
 use crate::model::InstanceKey;
 
 /// How often (in real milliseconds) a mutation also sweeps gone resources out of storage.
@@ -33,10 +38,17 @@ pub(super) enum RecordKey {
     Database(String),
     Snapshot(String),
     LogGroup(String),
+    /// An EFS directory, by root path.
+    Directory(String),
+    /// An AWS Backup backup or restore job, by job id.
+    Job(String),
+    /// The stopped tasks of a service name.
+    TaskHistory(String),
 }
 
 impl RecordKey {
-    /// The storage key, `kind/id`. Ids may contain `/` (log groups); the kind never does.
+    /// The storage key, `kind/id`. Ids may contain `/` (log groups, directories); the kind
+    /// never does.
     pub fn storage_key(&self) -> String {
         let (kind, id) = match self {
             RecordKey::Service(id) => ("svc", id),
@@ -44,6 +56,9 @@ impl RecordKey {
             RecordKey::Database(id) => ("db", id),
             RecordKey::Snapshot(id) => ("snap", id),
             RecordKey::LogGroup(id) => ("log", id),
+            RecordKey::Directory(id) => ("dir", id),
+            RecordKey::Job(id) => ("job", id),
+            RecordKey::TaskHistory(id) => ("hist", id),
         };
         format!("{kind}/{id}")
     }
@@ -59,8 +74,19 @@ pub(super) struct Inventory {
     pub ap_by_key: HashMap<InstanceKey, Vec<String>>,
     pub ap_by_token: HashMap<String, String>,
     pub databases: HashMap<String, DbRec>,
+    pub db_by_key: KeyIndex,
     pub snapshots: HashMap<String, SnapshotRec>,
+    pub snap_by_key: KeyIndex,
     pub log_groups: HashMap<String, LogGroupRec>,
+    /// EFS directories by root path (see `efs` for how restores add to them).
+    pub directories: HashMap<String, DirRec>,
+    /// AWS Backup jobs by id, and their indexes (see `backup`).
+    pub jobs: HashMap<String, JobRec>,
+    pub job_by_token: HashMap<(JobType, String), String>,
+    pub rp_by_arn: HashMap<String, String>,
+    pub restores_by_target: HashMap<String, Vec<String>>,
+    /// Stopped tasks per service name, for the logs (see `ecs`).
+    pub task_history: HashMap<String, TaskHistory>,
     dirty: BTreeSet<RecordKey>,
     last_sweep: Millis,
 }
@@ -117,18 +143,42 @@ impl Inventory {
         key: &InstanceKey,
         step: &Step,
         token: &str,
-    ) -> CloudResult<()> {
+    ) -> CloudResult<StepOutcome> {
         let api = Api::of_step(step);
+        let done = |r: CloudResult<()>| r.map(|()| StepOutcome::Done);
+        let started = |r: CloudResult<String>| r.map(|job_id| StepOutcome::Started { job_id });
         match step {
+            Step::StartBackupJob {
+                backup_id,
+                root_path,
+            } => {
+                let new = NewBackup {
+                    backup_id,
+                    root_path,
+                    token,
+                };
+                started(self.start_backup_job(ctx, api, key, new))
+            }
+            Step::StartRestoreJob {
+                recovery_point_arn,
+                target_root,
+            } => {
+                let new = NewRestore {
+                    recovery_point_arn,
+                    target_root,
+                    token,
+                };
+                started(self.start_restore_job(ctx, api, key, new))
+            }
             Step::CreateLogGroup {
                 name,
                 retention_days,
-            } => self.create_log_group(ctx, key, name, *retention_days),
-            Step::DeleteLogGroup { name } => self.delete_log_group(name),
+            } => done(self.create_log_group(ctx, key, name, *retention_days)),
+            Step::DeleteLogGroup { name } => done(self.delete_log_group(name)),
             Step::CreateAccessPoint { root_path } => {
-                self.create_access_point(ctx, key, root_path, token)
+                done(self.create_access_point(ctx, key, root_path, token))
             }
-            Step::DeleteAccessPoint { id } => self.delete_access_point(ctx, id),
+            Step::DeleteAccessPoint { id } => done(self.delete_access_point(ctx, id)),
             Step::CreateDatabase {
                 identifier,
                 instance_class,
@@ -140,22 +190,35 @@ impl Inventory {
                     allocated_storage_gb: *allocated_storage_gb,
                     token,
                 };
-                self.create_database(ctx, key, new)
+                done(self.create_database(ctx, key, new))
+            }
+            Step::RestoreDatabase {
+                identifier,
+                snapshot_id,
+                instance_class,
+            } => {
+                let new = RestoredDb {
+                    identifier,
+                    snapshot_id,
+                    instance_class,
+                    token,
+                };
+                done(self.restore_database(ctx, api, key, new))
             }
             Step::ModifyDatabase {
                 identifier,
                 instance_class,
-            } => self.modify_database(ctx, api, identifier, instance_class),
-            Step::StartDatabase { identifier } => self.start_database(ctx, api, identifier),
-            Step::StopDatabase { identifier } => self.stop_database(ctx, api, identifier),
+            } => done(self.modify_database(ctx, api, identifier, instance_class)),
+            Step::StartDatabase { identifier } => done(self.start_database(ctx, api, identifier)),
+            Step::StopDatabase { identifier } => done(self.stop_database(ctx, api, identifier)),
             Step::SnapshotDatabase {
                 identifier,
                 snapshot_id,
-            } => self.snapshot_database(ctx, api, identifier, snapshot_id),
+            } => done(self.snapshot_database(ctx, api, identifier, snapshot_id)),
             Step::DeleteDatabase {
                 identifier,
                 final_snapshot_id,
-            } => self.delete_database(ctx, api, identifier, final_snapshot_id),
+            } => done(self.delete_database(ctx, api, identifier, final_snapshot_id)),
             Step::CreateService {
                 name,
                 desired_count,
@@ -171,54 +234,54 @@ impl Inventory {
                     db_endpoint,
                     token,
                 };
-                self.create_service(ctx, api, key, new)
+                done(self.create_service(ctx, api, key, new))
             }
             Step::UpdateService {
                 name,
                 desired_count,
                 image,
-                ..
-            } => self.update_service(ctx, api, name, *desired_count, image),
-            Step::DeleteService { name } => self.delete_service(ctx, name),
-            Step::StartBackupJob { .. }
-            | Step::StartRestoreJob { .. }
-            | Step::RestoreDatabase { .. } => Err(crate::cloud::CloudError::Permanent {
-                service: api.service.name(),
-                operation: api.operation,
-                code: "NotImplemented".into(),
-                message: "not simulated yet".into(),
-            }),
+                access_point_id,
+                db_endpoint,
+            } => {
+                let update = ServiceUpdate {
+                    name,
+                    desired_count: *desired_count,
+                    image,
+                    access_point_id,
+                    db_endpoint,
+                };
+                done(self.update_service(ctx, api, &update))
+            }
+            Step::DeleteService { name } => done(self.delete_service(ctx, name)),
         }
     }
 
     /// What the describe calls return for `key` at `t`.
     pub fn observe(&self, key: &InstanceKey, t: Millis) -> Observed {
-        // TEMPORARY (lead): minimal adaptation to the vector-based Observed.
         let names = ResourceNames::for_key(key);
         Observed {
             service: self.live_service(&names.service, t).map(|s| s.observed(t)),
             access_points: self
                 .access_points_of(key, t)
-                .iter()
+                .into_iter()
                 .filter_map(|ap| ap.observed(t))
                 .collect(),
             databases: self
-                .live_db(&names.database(None), t)
-                .and_then(|db| db.observed(t))
+                .databases_of(key, t)
                 .into_iter()
+                .filter_map(|db| db.observed(t))
                 .collect(),
             snapshots: self
-                .snapshots
-                .get(&ResourceNames::final_snapshot(&names.database(None)))
-                .map(|s| s.observed(t))
+                .snapshots_of(key)
                 .into_iter()
+                .map(|s| s.observed(t))
                 .collect(),
             log_group: self
                 .log_groups
                 .get(&names.log_group)
                 .map(LogGroupRec::observed),
             tasks: None,
-            jobs: vec![],
+            jobs: Vec::new(),
         }
     }
 
@@ -233,11 +296,15 @@ impl Inventory {
             access_points: self
                 .access_points
                 .values()
-                .filter_map(|a| a.view(t))
+                .filter_map(|a| a.view(t, self.directory_at(&a.root_path, t).unwrap_or("")))
                 .collect(),
             databases: self.databases.values().filter_map(|d| d.view(t)).collect(),
             snapshots: self.snapshots.values().map(|s| s.view(t)).collect(),
             log_groups: self.log_groups.values().map(LogGroupRec::view).collect(),
+            directories: self.directory_views(t),
+            recovery_points: self.recovery_point_views(t),
+            backup_jobs: self.backup_job_views(t),
+            restore_jobs: self.restore_job_views(t),
         };
         inv.services.sort_by(|a, b| a.name.cmp(&b.name));
         inv.access_points.sort_by(|a, b| a.id.cmp(&b.id));
@@ -283,6 +350,52 @@ impl Inventory {
         )
     }
 
+    /// The live DB the key's WordPress uses: the one its service's endpoint names, else
+    /// (no service, or an endpoint of no live DB) the key's newest DB.
+    pub fn current_db(&self, key: &InstanceKey, t: Millis) -> Option<&DbRec> {
+        let service = ResourceNames::for_key(key).service;
+        self.live_service(&service, t)
+            .and_then(|svc| self.db_by_endpoint(&svc.db_endpoint, t))
+            .or_else(|| self.databases_of(key, t).last().copied())
+    }
+
+    /// Where the key's WordPress keeps its data now: the root of the access point and the
+    /// identifier of the DB its active service uses. `Err` says why it cannot write.
+    pub fn site_resources(&self, key: &InstanceKey, t: Millis) -> Result<(String, String), String> {
+        let name = ResourceNames::for_key(key).service;
+        let svc = self
+            .live_service(&name, t)
+            .filter(|s| !s.is_draining())
+            .ok_or_else(|| format!("no active ECS service {name}"))?;
+        let ap = self
+            .live_access_point(&svc.access_point_id, t)
+            .ok_or_else(|| format!("access point {} does not exist", svc.access_point_id))?;
+        let db = self
+            .db_by_endpoint(&svc.db_endpoint, t)
+            .ok_or_else(|| format!("no DB instance has endpoint {}", svc.db_endpoint))?;
+        if !db.serves(t) {
+            let state = db
+                .state(t)
+                .map_or_else(|| "deleted".to_owned(), |s| s.as_str().to_owned());
+            return Err(format!("DB instance {} is {state}", db.identifier));
+        }
+        Ok((ap.root_path.clone(), db.identifier.clone()))
+    }
+
+    /// Drift ("WordPress writes"): sets the data of the directory and the DB the key's
+    /// service uses.
+    pub fn drift_write_data(
+        &mut self,
+        key: &InstanceKey,
+        data: &str,
+        t: Millis,
+    ) -> Result<(), String> {
+        let (root, db) = self.site_resources(key, t)?;
+        self.write_directory(&root, data, t);
+        self.write_db(&db, data);
+        Ok(())
+    }
+
     /// Removes resources that are gone at `t` from memory and storage, at most once per
     /// [`SWEEP_EVERY_MS`]; readers already ignore them, this only bounds growth.
     pub fn sweep(&mut self, t: Millis) {
@@ -297,7 +410,10 @@ impl Inventory {
             .map(|(n, _)| n.clone())
             .collect();
         for name in gone_services {
-            self.services.remove(&name);
+            if let Some(svc) = self.services.remove(&name) {
+                let past = svc.tasks.iter().filter_map(|task| task.past()).collect();
+                self.remember_tasks(&name, &svc.key, past);
+            }
             self.touch(RecordKey::Service(name));
         }
         let gone_dbs: Vec<String> = self
@@ -307,8 +423,7 @@ impl Inventory {
             .map(|(n, _)| n.clone())
             .collect();
         for id in gone_dbs {
-            self.databases.remove(&id);
-            self.touch(RecordKey::Database(id));
+            self.remove_db(&id);
         }
         let gone_aps: Vec<String> = self
             .access_points
@@ -339,6 +454,9 @@ impl Inventory {
             RecordKey::Database(id) => self.databases.get(id).map(serde_json::to_vec),
             RecordKey::Snapshot(id) => self.snapshots.get(id).map(serde_json::to_vec),
             RecordKey::LogGroup(id) => self.log_groups.get(id).map(serde_json::to_vec),
+            RecordKey::Directory(id) => self.directories.get(id).map(serde_json::to_vec),
+            RecordKey::Job(id) => self.jobs.get(id).map(serde_json::to_vec),
+            RecordKey::TaskHistory(id) => self.task_history.get(id).map(serde_json::to_vec),
         };
         // Serializing these plain structs cannot fail; if it ever did, storing nothing is
         // better than storing garbage, and the in-memory state stays right.
@@ -357,17 +475,20 @@ impl Inventory {
                 self.services.insert(rec.name.clone(), rec);
             }
             "ap" => self.insert_access_point(serde_json::from_slice(json).map_err(bad)?),
-            "db" => {
-                let rec: DbRec = serde_json::from_slice(json).map_err(bad)?;
-                self.databases.insert(rec.identifier.clone(), rec);
-            }
-            "snap" => {
-                let rec: SnapshotRec = serde_json::from_slice(json).map_err(bad)?;
-                self.snapshots.insert(rec.id.clone(), rec);
-            }
+            "db" => self.insert_db(serde_json::from_slice(json).map_err(bad)?),
+            "snap" => self.insert_snapshot(serde_json::from_slice(json).map_err(bad)?),
             "log" => {
                 let rec: LogGroupRec = serde_json::from_slice(json).map_err(bad)?;
                 self.log_groups.insert(rec.name.clone(), rec);
+            }
+            "dir" => {
+                let rec: DirRec = serde_json::from_slice(json).map_err(bad)?;
+                self.directories.insert(rec.root_path.clone(), rec);
+            }
+            "job" => self.insert_job(serde_json::from_slice(json).map_err(bad)?),
+            "hist" => {
+                let rec: TaskHistory = serde_json::from_slice(json).map_err(bad)?;
+                self.task_history.insert(rec.service.clone(), rec);
             }
             other => return Err(format!("unknown record kind {other:?}")),
         }

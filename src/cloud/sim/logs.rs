@@ -1,14 +1,20 @@
 //! CloudWatch Logs log groups: the one resource whose create and delete take effect at once.
+//! (Their events are derived from task timelines in `log_events`.)
 //!
-//! Invariant: at most one log group per name; creating an existing one and deleting a
-//! missing one both succeed (the real driver maps `ResourceAlreadyExists` /
-//! `ResourceNotFound` to success the same way).
+//! Invariants:
+//! * At most one log group per name; creating an existing one and deleting a missing one
+//!   both succeed (the real driver maps `ResourceAlreadyExists` / `ResourceNotFound` to
+//!   success the same way).
+//! * A group holds only events from its `created_at` on: deleting a group deletes its
+//!   events, and a re-created group starts empty. Deleting it also forgets the stopped
+//!   tasks of its instance's service, which only existed to derive those events.
 
 use serde::{Deserialize, Serialize};
 
 use super::clock::{Ctx, Millis};
 use super::inventory::{Inventory, RecordKey};
 use super::view::LogGroupView;
+use crate::cloud::names::ResourceNames;
 use crate::cloud::{CloudResult, ObservedLogGroup};
 use crate::model::InstanceKey;
 
@@ -68,8 +74,9 @@ impl Inventory {
     }
 
     pub(super) fn delete_log_group(&mut self, name: &str) -> CloudResult<()> {
-        if self.log_groups.remove(name).is_some() {
+        if let Some(rec) = self.log_groups.remove(name) {
             self.touch(RecordKey::LogGroup(name.to_owned()));
+            self.forget_tasks(&ResourceNames::for_key(&rec.key).service);
         }
         Ok(())
     }

@@ -1,47 +1,56 @@
-//! The simulated cloud: an in-process stand-in for ECS, EFS, RDS and CloudWatch Logs with
-//! AWS's asynchronous behaviour, so the controller runs without an AWS account and tests
-//! and demos run fast.
+//! The simulated cloud: an in-process stand-in for ECS, EFS, RDS, AWS Backup and
+//! CloudWatch Logs with AWS's asynchronous behaviour, so the controller runs without an AWS
+//! account and tests and demos run fast.
 //!
 //! What it models, because a reconciler must cope with it:
-//! * things take time (an RDS create takes minutes, tasks start in stages), scaled by
-//!   [`SimConfig::speed`] with ±20 % jitter per transition;
+//! * things take time (an RDS create takes minutes, tasks start in stages, a backup job
+//!   90 s and a restore job 120 s), scaled by [`SimConfig::speed`] with ±20 % jitter per
+//!   transition;
 //! * every call costs latency (20–60 ms ÷ speed, slept before the effect, no lock held);
 //! * each service throttles with a token bucket refilled in REAL time, not scaled by speed
-//!   ([`SimLimits`]), and [`Faults`] inject throttles, 5xx, latency spikes and slow RDS;
-//! * creates are idempotent only by name or client token, as in AWS;
+//!   ([`SimLimits`]), and [`Faults`] inject throttles, 5xx, latency spikes, slow RDS and
+//!   failing backup/restore jobs;
+//! * creates are idempotent only by name or client token, as in AWS (AWS Backup jobs by
+//!   the client token, its IdempotencyToken);
+//! * data: EFS directories and RDS instances hold a `data` string ("what WordPress wrote",
+//!   see [`SimCloud::write_data`]); RDS snapshots and AWS Backup recovery points capture it,
+//!   and restores bring it back into NEW resources (neither service restores in place);
+//! * log events are derived from the tasks' timelines (`log_events`), never stored;
 //! * the cloud outlives the controller: [`SimCloud::open`] keeps it in a redb file.
 //!
 //! # Time model
 //! Nothing runs in the background. Each operation stores the absolute wall-clock times
 //! (epoch ms) of its transitions when it starts; every read derives the state at "now" from
-//! them. In-flight operations therefore continue across a restart by their original times.
-//! (Reopening with another `speed` does not rescale operations already in flight.)
+//! them. In-flight operations (and jobs) therefore continue across a restart by their
+//! original times. (Reopening with another `speed` does not rescale operations already in
+//! flight; log lines, derived at read time, use the current speed.)
 //!
 //! # Layout
-//! * `clock`: wall clock, base durations, scaling and jitter.
+//! * `clock`: wall clock, base durations, scaling, jitter and deterministic draws.
 //! * `calls`: API operations, latency, rate limits, faults, stats and the call log.
 //! * `inventory`: the resource maps and indexes, step dispatch, observation, sweeping.
-//! * `ecs`, `efs`, `rds`, `logs`: one resource family each (records, state derivation,
-//!   step semantics).
+//! * `ecs`, `efs`, `rds`, `backup`, `logs`: one resource family each (records, state
+//!   derivation, step semantics); `log_events`: FilterLogEvents over task timelines.
 //! * `persist`: write-through to redb on a writer thread with group commit.
 //! * `view`: [`InventorySnapshot`] for operators and tests.
 //!
 //! Invariant: the inventory lock is never held across an await, and never together with
 //! the call-book lock.
 
+mod backup;
 mod calls;
 mod clock;
 mod ecs;
 mod efs;
 mod inventory;
+mod log_events;
 mod logs;
 mod persist;
 mod rds;
 mod view;
 
-// TEMPORARY (lead): sim tests are being rewritten for the new boundary.
-// #[cfg(test)]
-// mod tests;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -52,19 +61,24 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use self::calls::{Api, CallBook, Service};
-use self::clock::{Ctx, base, duration_from_ms, now_ms, sane_speed};
+use self::clock::{Ctx, Millis, base, duration_from_ms, now_ms, sane_speed};
 use self::ecs::MAX_TASKS_PER_SERVICE;
 use self::inventory::Inventory;
+use self::log_events::{Position, Window};
 use self::persist::{Durable, Persister};
 use super::names::ResourceNames;
-use super::{ClientToken, Cloud, CloudError, CloudResult, Observed, ObservedTask, Step, WaitingOn};
+use super::{
+    ClientToken, Cloud, CloudError, CloudResult, JobKind, JobRef, LogPage, LogQuery, Observed,
+    ObservedJob, ObservedTask, Step, StepOutcome, WaitingOn,
+};
 use crate::model::InstanceKey;
 
 pub use self::calls::{CallRecord, MAX_CALL_LOG, OpStats, PersistStats, SimStats};
+pub use self::ecs::MAX_PAST_TASKS;
 pub use self::persist::FILE_NAME;
 pub use self::view::{
-    AccessPointView, DatabaseView, InventorySnapshot, LogGroupView, ServiceView, SnapshotView,
-    TaskView,
+    AccessPointView, BackupJobView, DatabaseView, DirectoryView, InventorySnapshot, LogGroupView,
+    RecoveryPointView, RestoreJobView, ServiceView, SnapshotView, TaskView,
 };
 
 /// Settings of the simulated cloud.
@@ -104,11 +118,22 @@ pub struct SimLimits {
     pub efs: RateLimit,
     pub rds: RateLimit,
     pub logs: RateLimit,
+    /// AWS Backup (StartBackupJob, DescribeBackupJob, …).
+    #[serde(default = "default_backup_limit")]
+    pub backup: RateLimit,
+}
+
+fn default_backup_limit() -> RateLimit {
+    RateLimit {
+        rate: 5.0,
+        burst: 10.0,
+    }
 }
 
 impl Default for SimLimits {
     fn default() -> Self {
         Self {
+            backup: default_backup_limit(),
             ecs: RateLimit {
                 rate: 20.0,
                 burst: 40.0,
@@ -148,6 +173,10 @@ pub struct Faults {
     /// Multiplies RDS transition durations (>= 1 makes RDS slower).
     #[serde(default)]
     pub slow_rds_factor: f64,
+    /// Fraction of AWS Backup backup and restore jobs that end FAILED (0..=1), decided
+    /// when each job starts.
+    #[serde(default)]
+    pub backup_failure_rate: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +201,12 @@ const OBSERVE_CALLS: [(Api, usize); 5] = [
 
 const LIST_TASKS: Api = Api::read(Service::Ecs, "ListTasks");
 const DESCRIBE_TASKS: Api = Api::read(Service::Ecs, "DescribeTasks");
+const DESCRIBE_BACKUP_JOB: Api = Api::read(Service::Backup, "DescribeBackupJob");
+const DESCRIBE_RESTORE_JOB: Api = Api::read(Service::Backup, "DescribeRestoreJob");
+const FILTER_LOG_EVENTS: Api = Api::read(Service::Logs, "FilterLogEvents");
+
+/// FilterLogEvents' bounds on `limit`.
+const MAX_LOG_LIMIT: u32 = 10_000;
 
 /// `poll_interval` never answers less or more than this.
 const MIN_POLL_MS: f64 = 20.0;
@@ -243,8 +278,8 @@ impl SimCloud {
         found.ok_or_else(|| SimError::NotFound(format!("active ECS service {name}")))
     }
 
-    /// Drift: the key's access point disappears at once (deleted by hand). If the key has
-    /// several (duplicates), all of them go.
+    /// Drift: the key's access points disappear at once (deleted by hand): ALL access points
+    /// tagged with the key, of every data epoch (the one its service uses included).
     pub fn delete_access_point_of(&self, key: &InstanceKey) -> Result<(), SimError> {
         let (found, durable) = self.mutate(true, |inv, ctx| {
             inv.drift_remove_access_points(key, ctx.now)
@@ -253,19 +288,59 @@ impl SimCloud {
         found.ok_or_else(|| SimError::NotFound(format!("access point of {}", key.path())))
     }
 
-    /// Drift: someone stops the key's database; it goes through `stopping` to `stopped`.
-    /// Allowed when it is `available` (already stopping or stopped: nothing to do).
+    /// Drift: someone stops the key's database (the one its service's endpoint names, else
+    /// its newest); it goes through `stopping` to `stopped`. Allowed when it is `available`
+    /// (already stopping or stopped: nothing to do).
     pub fn stop_database_of(&self, key: &InstanceKey) -> Result<(), SimError> {
-        let id = ResourceNames::for_key(key).database(None);
-        let (found, durable) = self.mutate(true, |inv, ctx| inv.drift_stop_database(ctx, &id));
+        let (found, durable) = self.mutate(true, |inv, ctx| {
+            let id = inv.current_db(key, ctx.now)?.identifier.clone();
+            Some((inv.drift_stop_database(ctx, &id), id))
+        });
         durable.wait_blocking().map_err(SimError::Persist)?;
         match found {
-            None => Err(SimError::NotFound(format!("DB instance {id}"))),
-            Some(Err(state)) => Err(SimError::InvalidState(format!(
+            None | Some((None, _)) => {
+                Err(SimError::NotFound(format!("DB instance of {}", key.path())))
+            }
+            Some((Some(Err(state)), id)) => Err(SimError::InvalidState(format!(
                 "DB instance {id} is {state}"
             ))),
-            Some(Ok(())) => Ok(()),
+            Some((Some(Ok(())), _)) => Ok(()),
         }
+    }
+
+    /// Drift, "WordPress writes": sets `data` in the directory of the access point the
+    /// key's active service uses, and in the DB its `db_endpoint` points to. Refused
+    /// (`InvalidState`) without an active service, or when that access point or DB does not
+    /// exist or the DB does not accept connections (stopped, creating, …).
+    pub fn write_data(&self, key: &InstanceKey, data: &str) -> Result<(), SimError> {
+        let (result, durable) =
+            self.mutate(true, |inv, ctx| inv.drift_write_data(key, data, ctx.now));
+        durable.wait_blocking().map_err(SimError::Persist)?;
+        result.map_err(SimError::InvalidState)
+    }
+
+    /// "WordPress reads": the data the key's active service sees now, in its directory and
+    /// its DB. Refused like [`SimCloud::write_data`].
+    pub fn read_data(&self, key: &InstanceKey) -> Result<SiteData, SimError> {
+        let t = now_ms();
+        let inv = self.lock_inventory();
+        let (root, db) = inv.site_resources(key, t).map_err(SimError::InvalidState)?;
+        Ok(SiteData {
+            files: inv.directory_at(&root, t).unwrap_or_default().to_owned(),
+            database: inv
+                .databases
+                .get(&db)
+                .map(|d| d.data.clone())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The content of EFS directory `root_path` now; empty if it does not exist.
+    pub fn directory(&self, root_path: &str) -> String {
+        let inv = self.lock_inventory();
+        inv.directory_at(root_path, now_ms())
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Drift: `n` running tasks of the key's service die now; the desired count is
@@ -290,9 +365,14 @@ impl SimCloud {
     /// Runs `f` on the inventory at "now", then queues what it changed for the file while
     /// still holding the lock (so the file sees changes in memory order).
     fn mutate<T>(&self, blocking: bool, f: impl FnOnce(&mut Inventory, &Ctx) -> T) -> (T, Durable) {
-        let slow_rds = self.lock_calls().faults().slow_rds_factor;
+        let (slow_rds, backup_failures) = {
+            let calls = self.lock_calls();
+            let faults = calls.faults();
+            (faults.slow_rds_factor, faults.backup_failure_rate)
+        };
         let mut inv = self.lock_inventory();
-        let ctx = Ctx::new(now_ms(), self.speed, slow_rds);
+        let ctx =
+            Ctx::new(now_ms(), self.speed, slow_rds).with_backup_failure_rate(backup_failures);
         inv.sweep(ctx.now);
         let out = f(&mut inv, &ctx);
         let changes = inv.take_changes();
@@ -317,16 +397,25 @@ impl SimCloud {
         self.read_now(api, instance)
     }
 
-    /// Issues the batched describe calls for `keys` concurrently: each is answered at its
-    /// own latency, so the whole costs the slowest one. Returns the first refusal.
+    /// Issues the batched describe calls for `keys` concurrently.
     async fn observe_calls(&self, keys: &[InstanceKey]) -> CloudResult<()> {
-        let mut calls: Vec<(Duration, Api, Option<String>)> = Vec::new();
+        let mut calls: Vec<(Api, Option<String>)> = Vec::new();
         for (api, per_call) in OBSERVE_CALLS {
             for chunk in keys.chunks(per_call) {
                 let instance = (chunk.len() == 1).then(|| chunk[0].path());
-                calls.push((self.latency(), api, instance));
+                calls.push((api, instance));
             }
         }
+        self.concurrent_reads(calls).await
+    }
+
+    /// Issues read calls concurrently: each is answered at its own latency, so the whole
+    /// costs the slowest one. Every call is booked; returns the first refusal.
+    async fn concurrent_reads(&self, calls: Vec<(Api, Option<String>)>) -> CloudResult<()> {
+        let mut calls: Vec<(Duration, Api, Option<String>)> = calls
+            .into_iter()
+            .map(|(api, instance)| (self.latency(), api, instance))
+            .collect();
         calls.sort_by_key(|(latency, _, _)| *latency);
         let start = Instant::now();
         let mut first_refusal = None;
@@ -354,6 +443,62 @@ impl SimCloud {
             .map(|svc| svc.tasks_at(t).map(|task| task.observed(t)).collect())
             .unwrap_or_default()
     }
+
+    /// FilterLogEvents, once admitted: validates the query, then derives the page from the
+    /// task timelines copied out of the inventory (generation runs without the lock).
+    fn filter_log_events(&self, key: &InstanceKey, query: &LogQuery) -> CloudResult<LogPage> {
+        let api = FILTER_LOG_EVENTS;
+        if query.limit == 0 || query.limit > MAX_LOG_LIMIT {
+            return Err(api.permanent(
+                "InvalidParameterException",
+                format!("limit must be between 1 and {MAX_LOG_LIMIT}"),
+            ));
+        }
+        let after = match &query.next_token {
+            None => None,
+            Some(token) => Some(Position::parse(token).ok_or_else(|| {
+                api.permanent("InvalidParameterException", "The nextToken is invalid.")
+            })?),
+        };
+        let names = ResourceNames::for_key(key);
+        let t = now_ms();
+        let (created_at, sources) = {
+            let inv = self.lock_inventory();
+            let group = inv.log_groups.get(&names.log_group).ok_or_else(|| {
+                api.permanent(
+                    "ResourceNotFoundException",
+                    "The specified log group does not exist.",
+                )
+            })?;
+            (group.created_at, inv.log_sources(&names.service))
+        };
+        let window = Window {
+            // A group holds nothing from before it existed, nor from the future.
+            from: query.start.timestamp_millis().max(created_at),
+            to: query.end.timestamp_millis().min(t),
+            period: self.log_period(),
+        };
+        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+        let (events, next) = log_events::page(sources, &window, after.as_ref(), limit);
+        Ok(LogPage {
+            events,
+            next_token: next.map(|p| p.token()),
+        })
+    }
+
+    /// Milliseconds between two access lines of a task: 10 s of simulated time.
+    fn log_period(&self) -> Millis {
+        ((base::LOG_LINE_EVERY / self.speed).round() as Millis).max(1)
+    }
+}
+
+/// What the site sees in its data resources ([`SimCloud::read_data`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteData {
+    /// Its EFS directory's content.
+    pub files: String,
+    /// Its database's content.
+    pub database: String,
 }
 
 #[async_trait]
@@ -380,15 +525,31 @@ impl Cloud for SimCloud {
         Ok(self.tasks_of(key))
     }
 
-    async fn describe_jobs(&self, _jobs: &[super::JobRef]) -> CloudResult<Vec<super::ObservedJob>> {
-        Ok(vec![]) // TEMPORARY (lead)
-    }
-
-    async fn logs(&self, _key: &InstanceKey, _q: &super::LogQuery) -> CloudResult<super::LogPage> {
-        Ok(super::LogPage {
-            events: vec![],
-            next_token: None,
-        }) // TEMPORARY (lead)
+    /// One DescribeBackupJob / DescribeRestoreJob per job, issued concurrently; ids of no
+    /// job of that kind are left out (AWS would answer ResourceNotFound for each).
+    async fn describe_jobs(&self, jobs: &[JobRef]) -> CloudResult<Vec<ObservedJob>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let calls = {
+            let inv = self.lock_inventory();
+            jobs.iter()
+                .map(|r| {
+                    let api = match r.kind {
+                        JobKind::Backup => DESCRIBE_BACKUP_JOB,
+                        JobKind::Restore => DESCRIBE_RESTORE_JOB,
+                    };
+                    (api, inv.job(r).map(|job| job.key.path()))
+                })
+                .collect()
+        };
+        self.concurrent_reads(calls).await?;
+        let t = now_ms();
+        let inv = self.lock_inventory();
+        Ok(jobs
+            .iter()
+            .filter_map(|r| inv.job(r).map(|job| job.observed(t)))
+            .collect())
     }
 
     async fn apply(
@@ -396,7 +557,7 @@ impl Cloud for SimCloud {
         key: &InstanceKey,
         step: &Step,
         token: &ClientToken,
-    ) -> CloudResult<super::StepOutcome> {
+    ) -> CloudResult<StepOutcome> {
         let api = Api::of_step(step);
         let instance = key.path();
         tokio::time::sleep(self.latency()).await;
@@ -404,7 +565,7 @@ impl Cloud for SimCloud {
         let (result, durable) =
             self.mutate(false, |inv, ctx| inv.apply(ctx, key, step, token.as_str()));
         let result = match (result, durable.wait().await) {
-            (Ok(()), Err(e)) => Err(CloudError::Unavailable {
+            (Ok(_), Err(e)) => Err(CloudError::Unavailable {
                 service: api.service.name(),
                 operation: api.operation,
                 message: format!("simulated cloud could not persist the change: {e}"),
@@ -413,10 +574,25 @@ impl Cloud for SimCloud {
         };
         self.lock_calls()
             .record(api, Some(&instance), result.as_ref().map(drop));
-        result.map(|()| super::StepOutcome::Done)
+        result
+    }
+
+    /// FilterLogEvents on the key's log group (see `log_events`): events of the window in
+    /// `(timestamp, stream)` order, a page at a time.
+    async fn logs(&self, key: &InstanceKey, query: &LogQuery) -> CloudResult<LogPage> {
+        let api = FILTER_LOG_EVENTS;
+        let instance = key.path();
+        tokio::time::sleep(self.latency()).await;
+        self.lock_calls().admit(api, Some(&instance))?;
+        let result = self.filter_log_events(key, query);
+        self.lock_calls()
+            .record(api, Some(&instance), result.as_ref().map(drop));
+        result
     }
 
     /// A quarter of the typical duration of what is awaited, ÷ speed, within [20 ms, 30 s].
+    /// (AWS Backup jobs are polled as `WaitingOn::Snapshot`: 15 s at speed 1 against jobs
+    /// of 90–120 s.)
     fn poll_interval(&self, waiting_on: WaitingOn) -> Duration {
         let rds = Ctx::new(0, self.speed, self.lock_calls().faults().slow_rds_factor).rds_factor;
         let typical = match waiting_on {

@@ -1,4 +1,4 @@
-//! RDS DB instances and snapshots.
+//! RDS DB instances and snapshots, with content (`data`, what WordPress wrote).
 //!
 //! A DB instance stores only its latest operation (`op`, started and finished at absolute
 //! times); its status at `t` is "in progress" before `op_done_at` and the operation's
@@ -6,13 +6,21 @@
 //! stored fields (e.g. the new instance class of a finished modify).
 //!
 //! Invariants:
-//! * Creating an identifier that exists in any state succeeds (AlreadyExists is success).
+//! * Creating (or restoring into) an identifier that exists in any state succeeds
+//!   (AlreadyExists is success), whatever the existing DB holds.
 //! * A DB is deleted only if its final snapshot exists and is `available`; the sim refuses
 //!   otherwise with `FinalSnapshotMissing`, so tests catch a reconciler that violates the
 //!   data-safety rule.
-//! * Snapshots outlive their DB (that is what a final snapshot is for).
+//! * A snapshot captures its DB's data when it is created; a DB restored from it starts
+//!   with exactly that data (RestoreDBInstanceFromDBSnapshot always makes a NEW instance).
+//! * Snapshots outlive their DB (that is what a final snapshot is for) and carry the
+//!   instance key of the DB they were taken from; `db_by_key` / `snap_by_key` index exactly
+//!   the records of `databases` / `snapshots` (changed only by `insert_db`, `remove_db`,
+//!   `insert_snapshot`).
 
 use serde::{Deserialize, Serialize};
+
+use std::collections::{BTreeSet, HashMap};
 
 use super::calls::Api;
 use super::clock::{Ctx, Millis, base};
@@ -68,6 +76,9 @@ pub(super) struct DbRec {
     pub op: DbOp,
     pub op_started_at: Millis,
     pub op_done_at: Millis,
+    /// What WordPress wrote into it (records from before data existed load as empty).
+    #[serde(default)]
+    pub data: String,
 }
 
 impl DbRec {
@@ -96,7 +107,7 @@ impl DbRec {
     }
 
     /// RDS assigns the endpoint when the create finishes and keeps it afterwards.
-    fn endpoint(&self, t: Millis) -> Option<String> {
+    pub fn endpoint(&self, t: Millis) -> Option<String> {
         let created = !(self.op == DbOp::Create && t < self.op_done_at);
         created.then(|| format!("{}.c9akciq32.eu-west-1.rds.amazonaws.com", self.identifier))
     }
@@ -128,8 +139,22 @@ impl DbRec {
             status: self.state(t)?.as_str().to_owned(),
             instance_class: self.class_at(t).to_owned(),
             endpoint: self.endpoint(t),
+            data: self.data.clone(),
         })
     }
+
+    /// Whether the DB accepts connections (and so WordPress's writes) in this state.
+    pub fn serves(&self, t: Millis) -> bool {
+        matches!(
+            self.state(t),
+            Some(DbState::Available | DbState::Modifying | DbState::BackingUp)
+        )
+    }
+}
+
+/// RDS's default allocated storage, for snapshot records from before it was kept.
+fn default_storage_gb() -> u32 {
+    20
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +165,12 @@ pub(super) struct SnapshotRec {
     pub key: InstanceKey,
     pub started_at: Millis,
     pub done_at: Millis,
+    /// The DB's data when the snapshot was taken.
+    #[serde(default)]
+    pub data: String,
+    /// The DB's storage, which a restore from the snapshot gets.
+    #[serde(default = "default_storage_gb")]
+    pub allocated_storage_gb: u32,
 }
 
 impl SnapshotRec {
@@ -173,7 +204,10 @@ impl SnapshotRec {
         SnapshotView {
             id: self.id.clone(),
             db_identifier: self.db_identifier.clone(),
+            tenant_id: self.key.tenant_id.to_string(),
+            instance_id: self.key.instance_id.to_string(),
             status: status.to_owned(),
+            data: self.data.clone(),
         }
     }
 }
@@ -200,7 +234,99 @@ pub(super) struct NewDb<'a> {
     pub token: &'a str,
 }
 
+/// Arguments of RestoreDBInstanceFromDBSnapshot.
+pub(super) struct RestoredDb<'a> {
+    pub identifier: &'a str,
+    pub snapshot_id: &'a str,
+    pub instance_class: &'a str,
+    pub token: &'a str,
+}
+
+/// Ids of records per instance key (a secondary index: "tagged with the instance").
+pub(super) type KeyIndex = HashMap<InstanceKey, BTreeSet<String>>;
+
+fn index_add(index: &mut KeyIndex, key: &InstanceKey, id: &str) {
+    index.entry(key.clone()).or_default().insert(id.to_owned());
+}
+
+fn index_remove(index: &mut KeyIndex, key: &InstanceKey, id: &str) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.remove(id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
 impl Inventory {
+    /// Stores `rec` (replacing a record of the same identifier, e.g. a deleted DB whose
+    /// identifier is reused) and indexes it by key.
+    pub(super) fn insert_db(&mut self, rec: DbRec) {
+        if let Some(old) = self.databases.get(&rec.identifier) {
+            index_remove(&mut self.db_by_key, &old.key, &rec.identifier);
+        }
+        index_add(&mut self.db_by_key, &rec.key, &rec.identifier);
+        self.databases.insert(rec.identifier.clone(), rec);
+    }
+
+    pub(super) fn remove_db(&mut self, identifier: &str) {
+        if let Some(old) = self.databases.remove(identifier) {
+            index_remove(&mut self.db_by_key, &old.key, identifier);
+            self.touch(RecordKey::Database(identifier.to_owned()));
+        }
+    }
+
+    pub(super) fn insert_snapshot(&mut self, rec: SnapshotRec) {
+        if let Some(old) = self.snapshots.get(&rec.id) {
+            index_remove(&mut self.snap_by_key, &old.key, &rec.id);
+        }
+        index_add(&mut self.snap_by_key, &rec.key, &rec.id);
+        self.snapshots.insert(rec.id.clone(), rec);
+    }
+
+    /// The DB instances tagged with `key` that exist at `t`, oldest first.
+    pub(super) fn databases_of(&self, key: &InstanceKey, t: Millis) -> Vec<&DbRec> {
+        let mut dbs: Vec<&DbRec> = self
+            .db_by_key
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.databases.get(id))
+            .filter(|db| &db.key == key && !db.is_gone(t))
+            .collect();
+        dbs.sort_by(|a, b| (a.created_at, &a.identifier).cmp(&(b.created_at, &b.identifier)));
+        dbs
+    }
+
+    /// The snapshots tagged with `key` (of any of its DBs), oldest first.
+    pub(super) fn snapshots_of(&self, key: &InstanceKey) -> Vec<&SnapshotRec> {
+        let mut snaps: Vec<&SnapshotRec> = self
+            .snap_by_key
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.snapshots.get(id))
+            .filter(|s| &s.key == key)
+            .collect();
+        snaps.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        snaps
+    }
+
+    /// The live DB whose endpoint is `endpoint` at `t` (what a task definition points at).
+    pub(super) fn db_by_endpoint(&self, endpoint: &str, t: Millis) -> Option<&DbRec> {
+        let identifier = endpoint.split('.').next()?;
+        self.live_db(identifier, t)
+            .filter(|db| db.endpoint(t).as_deref() == Some(endpoint))
+    }
+
+    /// Sets the data of DB `identifier` (WordPress wrote). Only called for a live DB.
+    pub(super) fn write_db(&mut self, identifier: &str, data: &str) {
+        if let Some(db) = self.databases.get_mut(identifier) {
+            db.data = data.to_owned();
+            self.touch(RecordKey::Database(identifier.to_owned()));
+        }
+    }
+
     /// The DB instance `identifier` unless it is gone at `t`.
     pub(super) fn live_db(&self, identifier: &str, t: Millis) -> Option<&DbRec> {
         self.databases.get(identifier).filter(|db| !db.is_gone(t))
@@ -232,8 +358,51 @@ impl Inventory {
             op: DbOp::Create,
             op_started_at: ctx.now,
             op_done_at: ctx.rds_after(base::DB_CREATE),
+            data: String::new(),
         };
-        self.databases.insert(rec.identifier.clone(), rec);
+        self.insert_db(rec);
+        self.touch(RecordKey::Database(new.identifier.to_owned()));
+        Ok(())
+    }
+
+    /// RestoreDBInstanceFromDBSnapshot: a new DB with the snapshot's data, `creating` for
+    /// as long as a create takes.
+    pub(super) fn restore_database(
+        &mut self,
+        ctx: &Ctx,
+        api: Api,
+        key: &InstanceKey,
+        new: RestoredDb<'_>,
+    ) -> CloudResult<()> {
+        if self.live_db(new.identifier, ctx.now).is_some() {
+            return Ok(());
+        }
+        let snap = self.snapshots.get(new.snapshot_id).ok_or_else(|| {
+            api.permanent(
+                "DBSnapshotNotFound",
+                format!("DBSnapshot {} not found", new.snapshot_id),
+            )
+        })?;
+        if snap.state(ctx.now) != SnapshotState::Available {
+            return Err(api.invalid(format!(
+                "InvalidDBSnapshotState: snapshot {} is not available yet",
+                new.snapshot_id
+            )));
+        }
+        let rec = DbRec {
+            identifier: new.identifier.to_owned(),
+            key: key.clone(),
+            instance_class: new.instance_class.to_owned(),
+            target_class: None,
+            allocated_storage_gb: snap.allocated_storage_gb,
+            client_token: new.token.to_owned(),
+            created_at: ctx.now,
+            op: DbOp::Create,
+            op_started_at: ctx.now,
+            op_done_at: ctx.rds_after(base::DB_CREATE),
+            data: snap.data.clone(),
+        };
+        self.insert_db(rec);
         self.touch(RecordKey::Database(new.identifier.to_owned()));
         Ok(())
     }
@@ -327,8 +496,10 @@ impl Inventory {
             key: db.key.clone(),
             started_at: ctx.now,
             done_at: ctx.rds_after(base::SNAPSHOT),
+            data: db.data.clone(),
+            allocated_storage_gb: db.allocated_storage_gb,
         };
-        self.snapshots.insert(snapshot_id.to_owned(), rec);
+        self.insert_snapshot(rec);
         self.touch(RecordKey::Snapshot(snapshot_id.to_owned()));
         Ok(())
     }

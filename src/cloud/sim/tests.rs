@@ -1,5 +1,10 @@
 //! Behaviour of the simulated cloud at high speed (durations ÷ 1000, so an RDS create takes
 //! ~240 ms). Tests never rely on exact timing: they poll with a deadline.
+//!
+//! `data`: data epochs, content, snapshots/restores and AWS Backup; `logs`: log events.
+
+mod data;
+mod logs;
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +25,7 @@ fn unlimited() -> SimLimits {
         efs: r,
         rds: r,
         logs: r,
+        backup: r,
     }
 }
 
@@ -64,42 +70,42 @@ impl Steps {
     }
     fn ap(&self) -> Step {
         Step::CreateAccessPoint {
-            root_path: self.0.access_point_root.clone(),
+            root_path: self.0.access_point_root(None),
         }
     }
     fn db(&self, class: &str) -> Step {
         Step::CreateDatabase {
-            identifier: self.0.database.clone(),
+            identifier: self.0.database(None),
             instance_class: class.into(),
             allocated_storage_gb: 20,
         }
     }
     fn modify(&self, class: &str) -> Step {
         Step::ModifyDatabase {
-            identifier: self.0.database.clone(),
+            identifier: self.0.database(None),
             instance_class: class.into(),
         }
     }
     fn start(&self) -> Step {
         Step::StartDatabase {
-            identifier: self.0.database.clone(),
+            identifier: self.0.database(None),
         }
     }
     fn stop(&self) -> Step {
         Step::StopDatabase {
-            identifier: self.0.database.clone(),
+            identifier: self.0.database(None),
         }
     }
     fn snapshot(&self) -> Step {
         Step::SnapshotDatabase {
-            identifier: self.0.database.clone(),
-            snapshot_id: self.0.final_snapshot.clone(),
+            identifier: self.0.database(None),
+            snapshot_id: ResourceNames::final_snapshot(&self.0.database(None)),
         }
     }
     fn delete_db(&self) -> Step {
         Step::DeleteDatabase {
-            identifier: self.0.database.clone(),
-            final_snapshot_id: self.0.final_snapshot.clone(),
+            identifier: self.0.database(None),
+            final_snapshot_id: ResourceNames::final_snapshot(&self.0.database(None)),
         }
     }
     fn svc(&self, count: u32, image: &str) -> Step {
@@ -116,6 +122,8 @@ impl Steps {
             name: self.0.service.clone(),
             desired_count: count,
             image: image.into(),
+            access_point_id: "fsap-0".into(),
+            db_endpoint: "db".into(),
         }
     }
     fn delete_svc(&self) -> Step {
@@ -125,7 +133,7 @@ impl Steps {
     }
 }
 
-async fn apply(cloud: &SimCloud, key: &InstanceKey, step: &Step) -> CloudResult<()> {
+async fn apply(cloud: &SimCloud, key: &InstanceKey, step: &Step) -> CloudResult<StepOutcome> {
     cloud
         .apply(key, step, &ClientToken::derive(key, 1, step))
         .await
@@ -167,7 +175,7 @@ async fn until<T>(
 }
 
 fn db_state(o: &Observed) -> Option<DbState> {
-    o.database.as_ref().map(|d| d.state.clone())
+    o.databases.first().map(|d| d.state.clone())
 }
 
 async fn until_db(cloud: &SimCloud, key: &InstanceKey, want: DbState) {
@@ -195,7 +203,7 @@ fn stat(cloud: &SimCloud, op: &str) -> OpStats {
         .unwrap_or_default()
 }
 
-fn is_invalid_state(r: &CloudResult<()>) -> bool {
+fn is_invalid_state<T>(r: &CloudResult<T>) -> bool {
     matches!(r, Err(CloudError::InvalidState { .. }))
 }
 
@@ -210,18 +218,18 @@ async fn full_create_flow_reaches_ready_states() {
 
     let fresh = observe1(&cloud, &k).await;
     assert_eq!(
-        fresh.database.as_ref().map(|d| &d.state),
+        fresh.databases.first().map(|d| &d.state),
         Some(&DbState::Creating)
     );
     assert_eq!(
-        fresh.database.as_ref().and_then(|d| d.endpoint.clone()),
+        fresh.databases.first().and_then(|d| d.endpoint.clone()),
         None
     );
     assert!(fresh.log_group.is_some(), "log groups appear at once");
 
     until(&cloud, &k, "access point", |o| {
-        o.access_point
-            .as_ref()
+        o.access_points
+            .first()
             .filter(|a| a.state == AccessPointState::Available)
             .map(drop)
     })
@@ -240,13 +248,13 @@ async fn full_create_flow_reaches_ready_states() {
     assert!(svc.arn.ends_with(&format!(":service/wpfleet/{}", svc.name)));
 
     let seen = observe1(&cloud, &k).await;
-    let db = seen.database.expect("db");
+    let db = seen.databases.first().cloned().expect("db");
     assert_eq!(
         db.endpoint.as_deref(),
         Some(format!("{}.c9akciq32.eu-west-1.rds.amazonaws.com", db.identifier).as_str())
     );
     assert_eq!(db.instance_class, "db.t4g.micro");
-    let ap = seen.access_point.expect("ap");
+    let ap = seen.access_points.first().cloned().expect("ap");
     assert!(ap.id.starts_with("fsap-") && ap.id.len() == 22, "{}", ap.id);
     assert!(ap.arn.ends_with(&format!("access-point/{}", ap.id)));
 
@@ -342,7 +350,13 @@ async fn access_points_are_idempotent_by_client_token_only() {
     cloud.apply(&k, &step, &first).await.expect("create");
     cloud.apply(&k, &step, &first).await.expect("same token");
     assert_eq!(cloud.inventory().access_points.len(), 1);
-    let oldest = observe1(&cloud, &k).await.access_point.expect("ap").id;
+    let oldest = observe1(&cloud, &k)
+        .await
+        .access_points
+        .first()
+        .cloned()
+        .expect("ap")
+        .id;
 
     // A new incarnation's token creates a second one for the same root path, as EFS does.
     let second = ClientToken::derive(&k, 2, &step);
@@ -355,7 +369,13 @@ async fn access_points_are_idempotent_by_client_token_only() {
             .all(|a| a.root_path == "/tenants/t1/blog1")
     );
     assert_eq!(
-        observe1(&cloud, &k).await.access_point.expect("ap").id,
+        observe1(&cloud, &k)
+            .await
+            .access_points
+            .first()
+            .cloned()
+            .expect("ap")
+            .id,
         oldest,
         "observe returns the oldest"
     );
@@ -583,14 +603,19 @@ async fn delete_database_needs_an_available_final_snapshot() {
     let cloud = cloud();
     let k = key(1);
     let s = Steps::of(&k);
-    let missing = |r: &CloudResult<()>| matches!(r, Err(CloudError::Permanent { code, .. }) if code == "FinalSnapshotMissing");
+    let missing = |r: &CloudResult<StepOutcome>| matches!(r, Err(CloudError::Permanent { code, .. }) if code == "FinalSnapshotMissing");
     apply_ok(&cloud, &k, &s.delete_db()).await; // nothing to delete
     apply_ok(&cloud, &k, &s.db("db.t4g.micro")).await;
     until_db(&cloud, &k, DbState::Available).await;
     assert!(missing(&apply(&cloud, &k, &s.delete_db()).await));
 
     apply_ok(&cloud, &k, &s.snapshot()).await;
-    let snap = observe1(&cloud, &k).await.final_snapshot.expect("snapshot");
+    let snap = observe1(&cloud, &k)
+        .await
+        .snapshots
+        .first()
+        .cloned()
+        .expect("snapshot");
     assert_eq!(snap.state, SnapshotState::Creating);
     assert_eq!(
         db_state(&observe1(&cloud, &k).await),
@@ -602,8 +627,8 @@ async fn delete_database_needs_an_available_final_snapshot() {
     );
 
     until(&cloud, &k, "snapshot", |o| {
-        o.final_snapshot
-            .as_ref()
+        o.snapshots
+            .first()
             .filter(|s| s.state == SnapshotState::Available)
             .map(drop)
     })
@@ -615,11 +640,11 @@ async fn delete_database_needs_an_available_final_snapshot() {
     );
     apply_ok(&cloud, &k, &s.delete_db()).await;
     until(&cloud, &k, "db gone", |o| {
-        o.database.is_none().then_some(())
+        o.databases.is_empty().then_some(())
     })
     .await;
     assert!(
-        observe1(&cloud, &k).await.final_snapshot.is_some(),
+        !observe1(&cloud, &k).await.snapshots.is_empty(),
         "snapshots outlive the DB"
     );
     assert_eq!(stat(&cloud, "rds:DeleteDBInstance").errors, 2);
@@ -656,7 +681,12 @@ async fn database_transitions_follow_rds_rules() {
 
     apply_ok(&cloud, &k, &s.modify("db.t4g.small")).await;
     apply_ok(&cloud, &k, &s.modify("db.t4g.small")).await;
-    let db = observe1(&cloud, &k).await.database.expect("db");
+    let db = observe1(&cloud, &k)
+        .await
+        .databases
+        .first()
+        .cloned()
+        .expect("db");
     assert_eq!(
         (db.state, db.instance_class.as_str()),
         (DbState::Modifying, "db.t4g.micro")
@@ -666,7 +696,12 @@ async fn database_transitions_follow_rds_rules() {
         "modifying"
     );
     until_db(&cloud, &k, DbState::Available).await;
-    let db = observe1(&cloud, &k).await.database.expect("db");
+    let db = observe1(&cloud, &k)
+        .await
+        .databases
+        .first()
+        .cloned()
+        .expect("db");
     assert_eq!(db.instance_class, "db.t4g.small");
 
     apply_ok(&cloud, &k, &s.stop()).await;
@@ -690,7 +725,9 @@ async fn database_transitions_follow_rds_rules() {
     assert!(
         observe1(&cloud, &k)
             .await
-            .database
+            .databases
+            .first()
+            .cloned()
             .expect("db")
             .endpoint
             .is_some()
@@ -724,21 +761,36 @@ async fn access_point_and_log_group_deletes() {
     let s = Steps::of(&k);
     apply_ok(&cloud, &k, &s.log()).await;
     apply_ok(&cloud, &k, &s.ap()).await;
-    let id = observe1(&cloud, &k).await.access_point.expect("ap").id;
+    let id = observe1(&cloud, &k)
+        .await
+        .access_points
+        .first()
+        .cloned()
+        .expect("ap")
+        .id;
     let del = Step::DeleteAccessPoint { id };
     apply_ok(&cloud, &k, &del).await;
     apply_ok(&cloud, &k, &del).await;
     assert_eq!(
-        observe1(&cloud, &k).await.access_point.map(|a| a.state),
+        observe1(&cloud, &k)
+            .await
+            .access_points
+            .first()
+            .map(|a| a.state),
         Some(AccessPointState::Deleting)
     );
     until(&cloud, &k, "ap gone", |o| {
-        o.access_point.is_none().then_some(())
+        o.access_points.is_empty().then_some(())
     })
     .await;
     // The same client token after its access point is gone creates a new one.
     apply_ok(&cloud, &k, &s.ap()).await;
-    let again = observe1(&cloud, &k).await.access_point.expect("recreated");
+    let again = observe1(&cloud, &k)
+        .await
+        .access_points
+        .first()
+        .cloned()
+        .expect("recreated");
     assert_ne!(Step::DeleteAccessPoint { id: again.id }, del);
 
     let del_log = Step::DeleteLogGroup {
@@ -762,7 +814,7 @@ async fn the_cloud_outlives_the_process() {
         apply_ok(&cloud, &k, &s.ap()).await;
         apply_ok(&cloud, &k, &s.svc(2, "wp:1")).await;
         apply_ok(&cloud, &k, &s.db("db.t4g.micro")).await;
-        let done_at = cloud.lock_inventory().databases[&names(&k).database].op_done_at;
+        let done_at = cloud.lock_inventory().databases[&names(&k).database(None)].op_done_at;
         assert!(cloud.stats().persistence.commits >= 1);
         (cloud.inventory(), done_at)
     }; // dropped: the "controller process" ends, the creates are in flight
@@ -786,7 +838,7 @@ async fn the_cloud_outlives_the_process() {
         inv.services[0].tasks.iter().map(|t| t.id.clone()).collect()
     };
     assert_eq!(task_ids(&after), task_ids(&before));
-    let reopened_done_at = cloud.lock_inventory().databases[&names(&k).database].op_done_at;
+    let reopened_done_at = cloud.lock_inventory().databases[&names(&k).database(None)].op_done_at;
     assert_eq!(
         reopened_done_at, done_at,
         "the in-flight create keeps its schedule"
@@ -818,7 +870,22 @@ async fn removals_are_persisted_too() {
         apply_ok(&cloud, &k, &del).await;
     }
     let cloud = SimCloud::open(dir.path(), fast()).expect("reopen");
-    assert_eq!(cloud.inventory(), InventorySnapshot::default());
+    let inv = cloud.inventory();
+    assert_eq!(
+        inv.directories,
+        vec![DirectoryView {
+            root_path: names(&k).access_point_root(None),
+            data: String::new(),
+        }],
+        "files outlive the access point, as on EFS"
+    );
+    assert_eq!(
+        InventorySnapshot {
+            directories: Vec::new(),
+            ..inv
+        },
+        InventorySnapshot::default()
+    );
 }
 
 /// Reports what write-through costs (`cargo test measures_commit -- --nocapture`):
@@ -917,7 +984,7 @@ async fn access_points_vanish_and_databases_stop_behind_the_controllers_back() {
 
     cloud.delete_access_point_of(&k).expect("ap");
     assert!(
-        observe1(&cloud, &k).await.access_point.is_none(),
+        observe1(&cloud, &k).await.access_points.is_empty(),
         "gone at once"
     );
 
@@ -1005,7 +1072,7 @@ async fn slow_rds_stretches_rds_transitions() {
         ..Faults::default()
     });
     apply_ok(&cloud, &k, &Steps::of(&k).db("db.t4g.micro")).await;
-    let db = cloud.lock_inventory().databases[&names(&k).database].clone();
+    let db = cloud.lock_inventory().databases[&names(&k).database(None)].clone();
     let took = db.op_done_at - db.op_started_at;
     assert!(
         took >= 1_900,
