@@ -24,7 +24,12 @@ fn as_user(srv: &TestServer, token: Option<String>) -> Client {
 fn tenant_token(srv: &TestServer, tenant: &str) -> String {
     srv.running()
         .auth
-        .mint(&dev_claims("alice", Some(tenant), false, Duration::from_secs(600)))
+        .mint(&dev_claims(
+            "alice",
+            Some(tenant),
+            false,
+            Duration::from_secs(600),
+        ))
         .unwrap()
 }
 
@@ -112,8 +117,20 @@ async fn bad_tokens_are_401() {
 async fn a_tenant_user_reaches_only_their_tenant() {
     let srv = hs_server().await;
     let alice = as_user(&srv, Some(tenant_token(&srv, "t1")));
-    assert_eq!(alice.put(&instance_path("t1", "blog"), &spec(2)).await.status, 201);
-    assert_eq!(srv.client.put(&instance_path("t2", "other"), &spec(2)).await.status, 201);
+    assert_eq!(
+        alice
+            .put(&instance_path("t1", "blog"), &spec(2))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        srv.client
+            .put(&instance_path("t2", "other"), &spec(2))
+            .await
+            .status,
+        201
+    );
     for path in [
         "/v1.0/tenants/t2/instances",
         "/v1.0/tenants/t2/instances/other",
@@ -129,38 +146,63 @@ async fn a_tenant_user_reaches_only_their_tenant() {
         .post("/v1.0/reconcile", &json!({}))
         .await
         .expect_error(403, "FORBIDDEN");
-    alice.get("/v1.0/instances").await.expect_error(403, "FORBIDDEN");
-    alice.get("/v1.0/sim/inventory").await.expect_error(403, "FORBIDDEN");
+    alice
+        .get("/v1.0/instances")
+        .await
+        .expect_error(403, "FORBIDDEN");
+    alice
+        .get("/v1.0/sim/inventory")
+        .await
+        .expect_error(403, "FORBIDDEN");
     // t2's instance is untouched; the operator sees both tenants.
     let all = srv.client.get("/v1.0/instances").await;
     assert_eq!(all.status, 200);
     assert_eq!(all.body["instances"].as_array().unwrap().len(), 2);
-    assert!(srv.client.get(&instance_path("t2", "other")).await.body["metadata"]["deletionRequestedAt"].is_null());
+    assert!(
+        srv.client.get(&instance_path("t2", "other")).await.body["metadata"]["deletionRequestedAt"]
+            .is_null()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rs256_tokens_verify_against_a_jwks_and_algorithm_confusion_fails() {
     let jwks = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwks.json");
     let srv = TestServer::start_with(|c| c.auth.jwks = Some(jwks.into())).await;
-    assert!(srv.running().dev_token.is_none(), "no HS256 dev token with a JWKS");
-    let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt-test-rsa.pem")).unwrap();
+    assert!(
+        srv.running().dev_token.is_none(),
+        "no HS256 dev token with a JWKS"
+    );
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwt-test-rsa.pem"
+    ))
+    .unwrap();
     let key = EncodingKey::from_rsa_pem(&pem).unwrap();
     let claims = dev_claims("bob", Some("t1"), false, Duration::from_secs(600));
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("test-key-1".into());
     let good = jsonwebtoken::encode(&header, &claims, &key).unwrap();
-    let r = as_user(&srv, Some(good)).get("/v1.0/tenants/t1/instances").await;
+    let r = as_user(&srv, Some(good))
+        .get("/v1.0/tenants/t1/instances")
+        .await;
     assert_eq!(r.status, 200, "{:#}", r.body);
 
     header.kid = Some("unknown".into());
     let unknown_kid = jsonwebtoken::encode(&header, &claims, &key).unwrap();
     // HS256 "signed" with the public key: the classic algorithm-confusion attack.
-    let public = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt-test-rsa.pub.pem")).unwrap();
+    let public = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwt-test-rsa.pub.pem"
+    ))
+    .unwrap();
     let mut hs_header = Header::new(Algorithm::HS256);
     hs_header.kid = Some("test-key-1".into());
-    let confused = jsonwebtoken::encode(&hs_header, &claims, &EncodingKey::from_secret(&public)).unwrap();
+    let confused =
+        jsonwebtoken::encode(&hs_header, &claims, &EncodingKey::from_secret(&public)).unwrap();
     for (name, token) in [("unknown kid", unknown_kid), ("alg confusion", confused)] {
-        let r = as_user(&srv, Some(token)).get("/v1.0/tenants/t1/instances").await;
+        let r = as_user(&srv, Some(token))
+            .get("/v1.0/tenants/t1/instances")
+            .await;
         assert_eq!(r.status, 401, "{name}: {:#}", r.body);
     }
 }
@@ -172,11 +214,17 @@ async fn the_token_command_mints_tokens_the_server_accepts() {
         .args(["token", "--secret", SECRET, "--tenant", "t1", "--ttl", "5m"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let c = as_user(&srv, Some(token));
     assert_eq!(c.get("/v1.0/tenants/t1/instances").await.status, 200);
-    c.get("/v1.0/tenants/t2/instances").await.expect_error(403, "FORBIDDEN");
+    c.get("/v1.0/tenants/t2/instances")
+        .await
+        .expect_error(403, "FORBIDDEN");
 }
 
 fn sign_hs(claims: &Claims, secret: &str) -> String {

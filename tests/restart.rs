@@ -73,3 +73,84 @@ fn per_instance(resources: &Value) -> BTreeMap<String, usize> {
     }
     counts
 }
+
+/// A backup and then a restore, each interrupted by SIGKILL while its AWS job runs, are
+/// finished by the restarted controller without starting a second job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_backup_and_restore_finish_after_restart_without_a_second_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = instance_path("t1", "br");
+    let server = BinaryServer::spawn(dir.path(), &[]);
+    let c = server.client.clone();
+    assert_eq!(c.put(&base, &spec(2)).await.status, 201);
+    c.wait_phase("t1", "br", "ACTIVE").await;
+
+    // Backup: kill once its job id is recorded.
+    let r = c
+        .post(&format!("{base}/backup"), &serde_json::json!({}))
+        .await;
+    let backup_id = r.body["backupId"].as_str().unwrap().to_owned();
+    let backup_path = format!("{base}/backups/{backup_id}");
+    c.wait_for(&backup_path, Duration::from_secs(30), |b| {
+        b["efsBackupJobId"].is_string() && b["status"] == "RUNNING"
+    })
+    .await;
+    server.kill9();
+    let server = BinaryServer::spawn(dir.path(), &[]);
+    let c = server.client.clone();
+    c.wait_for(&backup_path, Duration::from_secs(30), |b| {
+        b["status"] == "COMPLETED"
+    })
+    .await;
+
+    // Restore: kill once its restore job id is recorded.
+    let r = c
+        .post(
+            &format!("{base}/restore"),
+            &serde_json::json!({ "backupId": backup_id }),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:#}", r.body);
+    let request = r.body["requestId"].as_str().unwrap().to_owned();
+    c.wait_for(&base, Duration::from_secs(30), |b| {
+        b["status"]["restore"]["efsRestoreJobId"].is_string()
+            && b["status"]["restore"]["stage"] == "RESTORING"
+    })
+    .await;
+    server.kill9();
+    let server = BinaryServer::spawn(dir.path(), &[]);
+    let c = server.client.clone();
+    c.wait_for(&base, Duration::from_secs(60), |b| {
+        b["status"]["restore"]["requestId"] == request.as_str()
+            && b["status"]["restore"]["stage"] == "COMPLETED"
+            && b["status"]["phase"] == "ACTIVE"
+    })
+    .await;
+    let inv = c.get("/v1.0/sim/inventory").await.body;
+    assert_eq!(
+        inv["backupJobs"].as_array().unwrap().len(),
+        1,
+        "one backup job"
+    );
+    assert_eq!(
+        inv["restoreJobs"].as_array().unwrap().len(),
+        1,
+        "one restore job"
+    );
+    let restored: Vec<&Value> = inv["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| {
+            d["identifier"]
+                .as_str()
+                .unwrap()
+                .ends_with(&epoch_suffix(&request))
+        })
+        .collect();
+    assert_eq!(restored.len(), 1, "one restored database");
+}
+
+fn epoch_suffix(request_id: &str) -> String {
+    format!("-{}", wpfleet::cloud::names::epoch_of(request_id))
+}

@@ -10,7 +10,8 @@
 //! resources of other epochs are *superseded* and retired once nothing uses them.
 //!
 //! Invariants (checked by the tests):
-//! * a converged pair yields no step except for backups in flight;
+//! * a converged pair yields no step except housekeeping (backups in flight, retiring
+//!   data a completed restore superseded);
 //! * a destructive step (`Step::is_destructive`) is planned only for a deleted instance or
 //!   for a superseded data resource, never for the resources of the epoch in use;
 //! * a database is deleted only once a snapshot of it (final or retirement) is available;
@@ -63,7 +64,8 @@ impl<'a> PlanInput<'a> {
 pub struct Plan {
     pub steps: Vec<Step>,
     pub phase: Phase,
-    /// The desired state (spec) is fully reached. Backups in flight do not count.
+    /// The desired state (spec) is fully reached. Housekeeping (backups in flight,
+    /// retiring data a restore superseded) does not count.
     pub converged: bool,
     /// What is in progress, most important first. Empty when nothing is in flight.
     pub waits: Vec<Wait>,
@@ -163,19 +165,23 @@ pub fn plan(input: &PlanInput<'_>, obs: &Observed) -> Plan {
             backup: input.restore_from,
         };
         let progress = restore::plan(&mut b, &ctx);
+        let converged = b.is_idle();
         let phase = if progress.stage == RestoreStage::Completed {
-            live_phase(inst, obs, b.is_idle(), b.problem.is_some())
+            // Retire what the restore superseded right away, as housekeeping.
+            let epoch = epoch_of(&wanted.request_id);
+            plan_retirement(&mut b, &Current::find(&names, Some(&epoch), obs), obs);
+            live_phase(inst, obs, converged, b.problem.is_some())
         } else {
             Phase::Restoring
         };
         b.restore = Some(progress);
-        let converged = b.is_idle();
         return b.finish(phase, converged);
     }
     plan_current(&mut b, inst, &names, &current, obs);
-    plan_retirement(&mut b, &current, obs);
     let converged = b.is_idle();
     let phase = live_phase(inst, obs, converged, b.problem.is_some());
+    // Housekeeping: in flight work that does not make the spec unconverged.
+    plan_retirement(&mut b, &current, obs);
     backups::plan(&mut b, input.backups, &names, &current, obs);
     b.finish(phase, converged)
 }

@@ -1047,9 +1047,11 @@ fn restore_completes_when_tasks_run_healthy_on_the_restored_data() {
     o.jobs = vec![job(JobKind::Restore, "rjob-1", JobState::Completed)];
     let i = restoring(Some(RestoreStage::Starting), Some("rjob-1"));
     let p = plan_with(&i, &[], Some(&bk), &o);
-    assert!(p.steps.is_empty(), "{:?}", p.steps);
     assert_eq!(p.restore.as_ref().unwrap().stage, RestoreStage::Completed);
     assert_eq!(p.phase, Phase::Active);
+    assert!(p.converged);
+    // The same pass starts retiring the superseded data.
+    assert_eq!(step_names(&p), ["DeleteAccessPoint", "SnapshotDatabase"]);
 }
 
 #[test]
@@ -1089,10 +1091,15 @@ fn after_a_restore_the_superseded_data_is_snapshotted_then_retired() {
     });
     let p = plan_with(&i, &[], None, &o);
     assert_eq!(step_names(&p), ["DeleteDatabase"]);
-    // Finally: converged on the restored data.
+    assert!(p.converged, "retirement is housekeeping");
+    assert_eq!(p.phase, Phase::Active);
+    // Finally: nothing left to do on the restored data.
     o.databases.retain(|d| d.identifier != old_db);
     let p = plan_with(&i, &[], None, &o);
-    assert!(p.converged && p.steps.is_empty(), "{p:#?}");
+    assert!(
+        p.converged && p.steps.is_empty() && p.waits.is_empty(),
+        "{p:#?}"
+    );
 }
 
 #[test]
