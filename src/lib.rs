@@ -10,8 +10,11 @@
 //! * `reconcile`: the pure `plan()`, the work queue, and the runner that drives them.
 //! * `api`: the HTTP API (axum); only ever writes desired state.
 //! * `server`: wires the pieces together for `wpfleet serve`.
+//! * `cli`: the kubectl-style client (`wpfleet apply`, `get`, `describe`, …); it talks to
+//!   the API over HTTP only.
 
 pub mod api;
+pub mod cli;
 pub mod cloud;
 pub mod model;
 pub mod reconcile;

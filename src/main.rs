@@ -30,6 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// Print a development token signed with an HS256 secret (the one `serve` uses).
     Token(TokenArgs),
+    #[command(flatten)]
+    Client(wpfleet::cli::CliCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -128,12 +130,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Token(args) => token(args),
+            Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
+            Command::Client(cmd) => wpfleet::cli::run(cmd).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("wpfleet: {e:#}");
             ExitCode::FAILURE
