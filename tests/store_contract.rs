@@ -565,7 +565,10 @@ mod contract {
             Err(StoreError::NotFound(k)) => assert_eq!(k, missing),
             other => panic!("expected NotFound, got {other:?}"),
         }
-        match store.write_status(&missing, 1, Status::default()).await {
+        match store
+            .write_status(&missing, 1, Status::default(), None)
+            .await
+        {
             Err(StoreError::NotFound(k)) => assert_eq!(k, missing),
             other => panic!("expected NotFound, got {other:?}"),
         }
@@ -582,7 +585,10 @@ mod contract {
         let before = set_org(&store, &k, "Renamed").await.unwrap().instance;
         let new_status = status(Phase::Provisioning, 1);
         // Generation 1 was read before the rename; older status is still accepted.
-        store.write_status(&k, 1, new_status.clone()).await.unwrap();
+        store
+            .write_status(&k, 1, new_status.clone(), None)
+            .await
+            .unwrap();
         let expected = Instance {
             status: new_status,
             ..before
@@ -593,7 +599,10 @@ mod contract {
     pub async fn status_for_a_newer_generation_is_stale(store: Arc<dyn Store>) {
         let k = key("t1", "blog");
         let before = create(&store, &k).await;
-        match store.write_status(&k, 2, status(Phase::Active, 2)).await {
+        match store
+            .write_status(&k, 2, status(Phase::Active, 2), None)
+            .await
+        {
             Err(StoreError::StaleStatus {
                 for_generation,
                 current,
@@ -643,14 +652,20 @@ mod contract {
             last_handled_reconcile_request: Some(id.into()),
             ..base.clone()
         };
-        store.write_status(&k, 1, handled("r1")).await.unwrap();
+        store
+            .write_status(&k, 1, handled("r1"), None)
+            .await
+            .unwrap();
         let pending = stored(&store, &k).await.metadata.reconcile_request;
         assert_eq!(
             pending.map(|r| r.request_id),
             Some("r2".into()),
             "another id"
         );
-        store.write_status(&k, 1, handled("r2")).await.unwrap();
+        store
+            .write_status(&k, 1, handled("r2"), None)
+            .await
+            .unwrap();
         let after = stored(&store, &k).await;
         assert_eq!(after.metadata.reconcile_request, None);
         assert_eq!(after.status, handled("r2"));

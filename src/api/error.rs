@@ -189,7 +189,10 @@ impl From<StoreError> for ApiError {
                 current: super::views::etag(&i.metadata.resource_version),
             },
             StoreError::Rejected(r) => r.into(),
-            StoreError::StaleStatus { .. } => ApiError::Internal(e.to_string()),
+            // Reconciler-only outcomes; an API write never presents a fence or a generation.
+            StoreError::StaleStatus { .. } | StoreError::Fenced { .. } => {
+                ApiError::Internal(e.to_string())
+            }
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
             StoreError::BackupNotFound(k, id) => ApiError::BackupNotFound(k, id),
             StoreError::Conflict(m) => ApiError::Conflict(m),

@@ -324,7 +324,7 @@ impl Reconciler {
         generation: u64,
         status: Status,
     ) -> Option<Outcome> {
-        match self.store.write_status(key, generation, status).await {
+        match self.store.write_status(key, generation, status, None).await {
             Ok(()) => None,
             // Purged meanwhile: nothing left to do for this key.
             Err(StoreError::NotFound(_)) => Some(Outcome::Success {
@@ -468,7 +468,7 @@ impl Reconciler {
         set_condition(&mut status.conditions, synced, at);
         if let Err(e) = self
             .store
-            .write_status(&inst.key(), inst.metadata.generation, status)
+            .write_status(&inst.key(), inst.metadata.generation, status, None)
             .await
         {
             debug!(error = %e, "status write after failed observation");

@@ -181,6 +181,7 @@ impl Store for EmbeddedStore {
         key: &InstanceKey,
         for_generation: u64,
         status: Status,
+        _fence: Option<Fence>,
     ) -> StoreResult<()> {
         let key = key.clone();
         self.run(move |db| write_status_txn(db, &key, for_generation, status))
@@ -243,6 +244,46 @@ impl Store for EmbeddedStore {
     async fn update_backup(&self, backup: &Backup) -> StoreResult<()> {
         let backup = backup.clone();
         self.run(move |db| update_backup_txn(db, backup)).await
+    }
+
+    // TEMPORARY (lead): scale-out methods, being implemented.
+    fn shards(&self) -> u32 {
+        DEFAULT_SHARDS
+    }
+    async fn pending(&self, _limit: usize) -> StoreResult<Vec<PendingItem>> {
+        Ok(vec![])
+    }
+    async fn list_shard(&self, _shard: u32, _page: PageRequest) -> StoreResult<Page> {
+        Ok(Page {
+            items: vec![],
+            next: None,
+        })
+    }
+    async fn acquire_lease(
+        &self,
+        _s: u32,
+        _h: &str,
+        _t: std::time::Duration,
+    ) -> StoreResult<Option<Lease>> {
+        Ok(None)
+    }
+    async fn renew_lease(&self, _l: &Lease, _t: std::time::Duration) -> StoreResult<Option<Lease>> {
+        Ok(None)
+    }
+    async fn release_lease(&self, _l: &Lease) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn leases(&self) -> StoreResult<Vec<Lease>> {
+        Ok(vec![])
+    }
+    async fn heartbeat(&self, _r: &str, _t: std::time::Duration) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn replicas(&self) -> StoreResult<Vec<String>> {
+        Ok(vec![])
+    }
+    async fn leave(&self, _r: &str) -> StoreResult<()> {
+        Ok(())
     }
 }
 

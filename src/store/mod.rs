@@ -12,11 +12,15 @@
 
 mod embedded;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 pub use embedded::EmbeddedStore;
 
-use crate::model::{Backup, Instance, InstanceKey, ReconcileRequest, Rejection, Status, TenantId};
+use crate::model::{
+    Backup, Instance, InstanceKey, ReconcileRequest, Rejection, Status, TenantId, Timestamp,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,6 +36,9 @@ pub enum StoreError {
     StaleStatus { for_generation: u64, current: u64 },
     #[error("backup {1} of instance {0} not found")]
     BackupNotFound(InstanceKey, String),
+    /// The writer's shard lease is gone or was taken over (its fencing token is stale).
+    #[error("shard {shard}: fencing token {token} is no longer current")]
+    Fenced { shard: u32, token: u64 },
     /// A write that would undo what is final (e.g. change a COMPLETED backup).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -104,11 +111,16 @@ pub trait Store: Send + Sync + 'static {
     /// Never touches spec or metadata (except clearing a reconcile request the status
     /// reports as handled). `StaleStatus` if the record's generation is lower than
     /// `for_generation`, i.e. it was deleted and created again meanwhile.
+    ///
+    /// With a `fence`, the write happens only if the shard's lease still carries that
+    /// fencing token (in the same atomic write); otherwise `Fenced`. A controller replica
+    /// whose lease was taken over while it was paused can therefore never write.
     async fn write_status(
         &self,
         key: &InstanceKey,
         for_generation: u64,
         status: Status,
+        fence: Option<Fence>,
     ) -> StoreResult<()>;
 
     /// Records a reconcile-now request on each existing key; returns how many were marked.
@@ -142,6 +154,101 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a backup record (the reconciler's progress). `BackupNotFound` if absent;
     /// `Conflict` if the stored record is already final (COMPLETED/FAILED are never undone).
     async fn update_backup(&self, backup: &Backup) -> StoreResult<()>;
+
+    // ---- scale-out: shards, the pending index, leases, membership --------------------
+
+    /// How many shards instances are split into (`shard_of`); fixed for a store's life.
+    fn shards(&self) -> u32;
+
+    /// Instances that need reconciling, at most `limit`: those whose `generation` is above
+    /// `status.observedGeneration`, that have an unhandled reconcile request, or that have
+    /// a backup PENDING or RUNNING. An instance leaves this index only when none of that
+    /// holds any more (the status write that records convergence clears it).
+    async fn pending(&self, limit: usize) -> StoreResult<Vec<PendingItem>>;
+
+    /// The instances of one shard, in key order (a replica resyncs only its shards).
+    async fn list_shard(&self, shard: u32, page: PageRequest) -> StoreResult<Page>;
+
+    /// Takes the lease of `shard` for `holder` if it is free, expired, or already held by
+    /// `holder`; `None` if someone else holds it. Taking over from another holder (or a
+    /// first acquisition) issues a fencing token higher than any before for that shard;
+    /// re-acquiring one's own lease keeps the token.
+    async fn acquire_lease(
+        &self,
+        shard: u32,
+        holder: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<Lease>>;
+
+    /// Extends a lease still held with the same token; `None` if it was lost.
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<Option<Lease>>;
+
+    /// Gives a lease up (graceful shutdown, rebalancing); a no-op if it was lost already.
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<()>;
+
+    /// Every shard lease record (held, expired or released).
+    async fn leases(&self) -> StoreResult<Vec<Lease>>;
+
+    /// Records that `replica` is alive for `ttl` (membership, for rebalancing).
+    async fn heartbeat(&self, replica: &str, ttl: Duration) -> StoreResult<()>;
+
+    /// Replicas whose heartbeat has not expired, sorted.
+    async fn replicas(&self) -> StoreResult<Vec<String>>;
+
+    /// Removes a replica's heartbeat (graceful shutdown).
+    async fn leave(&self, replica: &str) -> StoreResult<()>;
+}
+
+/// Shards by default: enough to spread over a few dozen replicas, few enough to poll.
+pub const DEFAULT_SHARDS: u32 = 64;
+
+/// The shard of an instance: a stable hash of its key (the same in every process and
+/// version: FNV-1a of `tenant/instance`).
+pub fn shard_of(key: &InstanceKey, shards: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.path().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % shards.max(1)
+}
+
+/// A shard lease: the right to reconcile the instances of one shard until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub shard: u32,
+    /// Empty when released.
+    pub holder: String,
+    pub expires_at: Timestamp,
+    /// Fencing token: rises whenever the lease changes hands; never reused for a shard.
+    pub token: u64,
+}
+
+impl Lease {
+    pub fn fence(&self) -> Fence {
+        Fence {
+            shard: self.shard,
+            token: self.token,
+        }
+    }
+}
+
+/// What a fenced write presents: the shard lease its writer believes it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub shard: u32,
+    pub token: u64,
+}
+
+/// An entry of the pending index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingItem {
+    pub key: InstanceKey,
+    pub shard: u32,
+    /// Changes on every write that makes the instance need reconciling (a spec change, a
+    /// reconcile request, a new backup), so a poller can tell new work from work it
+    /// already has in hand.
+    pub marker: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -150,6 +257,25 @@ pub struct BackupPageRequest {
     /// Exclusive: the last backup id of the previous page.
     pub after: Option<String>,
     pub active_only: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        let k = InstanceKey::from_strs("t1", "blog");
+        assert_eq!(shard_of(&k, 64), shard_of(&k, 64));
+        // Pinned: changing the hash would move every instance to another shard.
+        assert_eq!(shard_of(&k, 64), 11);
+        let mut counts = [0u32; 8];
+        for i in 0..8000 {
+            let k = InstanceKey::from_strs("t", &format!("i{i}"));
+            counts[shard_of(&k, 8) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| (800..1200).contains(c)), "{counts:?}");
+    }
 }
 
 #[derive(Debug, Clone)]
