@@ -30,8 +30,18 @@ enum Command {
     Serve(ServeArgs),
     /// Print a development token signed with an HS256 secret (the one `serve` uses).
     Token(TokenArgs),
+    /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves), or with
+    /// `--markdown` the reference in docs/API.md.
+    Openapi(OpenapiArgs),
     #[command(flatten)]
     Client(wpfleet::cli::CliCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct OpenapiArgs {
+    /// Print the Markdown reference instead of the JSON document.
+    #[arg(long)]
+    markdown: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +142,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
             Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
+            Command::Openapi(args) => {
+                openapi(args);
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Client(cmd) => wpfleet::cli::run(cmd).await,
         }
     });
@@ -205,6 +219,15 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("could not sign the token"))?;
     println!("{token}");
     Ok(())
+}
+
+fn openapi(args: OpenapiArgs) {
+    use wpfleet::api::openapi;
+    if args.markdown {
+        print!("{}", openapi::markdown());
+    } else {
+        println!("{}", openapi::json());
+    }
 }
 
 /// SIGINT or SIGTERM (what ECS and Kubernetes send before stopping a task).

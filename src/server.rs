@@ -15,9 +15,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::auth::{Auth, Verifier, dev_claims, load_jwks};
 use crate::api::{self, AppState};
+use crate::cloud::Cloud;
+use crate::cloud::remote::RemoteCloud;
 use crate::cloud::sim::{SimCloud, SimConfig};
-use crate::reconcile::{Backoff, Reconciler, RunConfig};
-use crate::store::EmbeddedStore;
+use crate::reconcile::{Backoff, Reconciler, RunConfig, ShardSettings, Shards};
+use crate::store::{EmbeddedStore, Store};
 
 /// Everything `serve` needs; the CLI fills it from flags and `WPFLEET_*` variables.
 #[derive(Debug, Clone)]
@@ -30,6 +32,20 @@ pub struct ServeConfig {
     pub retention_days: u32,
     pub backoff: Backoff,
     pub auth: AuthSettings,
+    pub cloud: CloudChoice,
+    /// Shard leasing for several replicas on a shared store; `None`: this process owns
+    /// every instance (the embedded store cannot be shared anyway).
+    pub shards: Option<ShardSettings>,
+}
+
+/// Which cloud the reconciler drives.
+#[derive(Debug, Clone, Default)]
+pub enum CloudChoice {
+    /// The simulated cloud, in this process, persisted in the data dir.
+    #[default]
+    Sim,
+    /// A simulated cloud served by `wpfleet sim-cloud` (shared by several replicas).
+    SimRemote { url: String },
 }
 
 /// How `/v1.0` callers are authenticated.
@@ -58,6 +74,8 @@ impl Default for ServeConfig {
             retention_days: 30,
             backoff: Backoff::default(),
             auth: AuthSettings::default(),
+            cloud: CloudChoice::Sim,
+            shards: None,
         }
     }
 }
@@ -66,8 +84,9 @@ impl Default for ServeConfig {
 pub struct Running {
     /// Where it listens (useful when started on port 0).
     pub addr: SocketAddr,
-    pub sim: Arc<SimCloud>,
-    pub store: Arc<EmbeddedStore>,
+    /// The in-process simulated cloud, when that is the cloud.
+    pub sim: Option<Arc<SimCloud>>,
+    pub store: Arc<dyn Store>,
     pub reconciler: Arc<Reconciler>,
     pub auth: Arc<Auth>,
     /// An operator token, when tokens are HS256 (development); printed at start.
@@ -79,6 +98,16 @@ pub struct Running {
 impl Running {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The in-process simulated cloud.
+    ///
+    /// # Panics
+    /// If the server runs on another cloud (a test-helper convenience).
+    pub fn sim(&self) -> &SimCloud {
+        self.sim
+            .as_deref()
+            .expect("this server does not run on the in-process simulated cloud")
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -106,22 +135,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     );
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let store = Arc::new(
+    let store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open(&config.data_dir)
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
     );
-    let sim_config = SimConfig {
-        speed: config.sim_speed,
-        ..SimConfig::default()
+    let (cloud, sim) = open_cloud(&config).await?;
+    let shards = match &config.shards {
+        Some(settings) => Shards::leased(store.clone(), settings.clone()),
+        None => Shards::all(store.clone()),
     };
-    let sim = Arc::new(
-        SimCloud::open(&config.data_dir, sim_config).with_context(|| {
-            format!(
-                "opening the simulated cloud in {}",
-                config.data_dir.display()
-            )
-        })?,
-    );
     let run_config = RunConfig {
         workers: config.workers.max(1),
         resync_interval: config.resync_interval,
@@ -129,7 +151,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         retention: Duration::from_secs(u64::from(config.retention_days) * 24 * 3600),
         ..RunConfig::default()
     };
-    let reconciler = Reconciler::new(store.clone(), sim.clone(), run_config);
+    let reconciler = Reconciler::new(store.clone(), cloud.clone(), shards, run_config);
     let auth = Arc::new(build_auth(&config.auth).await?);
     let dev_token = auth.mint(&dev_claims(
         "wpfleet-dev-operator",
@@ -139,10 +161,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     ));
     let app = AppState {
         store: store.clone(),
-        cloud: sim.clone(),
+        cloud: cloud.clone(),
         auth: auth.clone(),
         trigger: reconciler.trigger(),
-        sim: Some(sim.clone()),
+        sim: sim.clone(),
         retention_days: config.retention_days,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -169,6 +191,36 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         dev_token,
         shutdown,
         tasks,
+    })
+}
+
+async fn open_cloud(
+    config: &ServeConfig,
+) -> anyhow::Result<(Arc<dyn Cloud>, Option<Arc<SimCloud>>)> {
+    match &config.cloud {
+        CloudChoice::Sim => {
+            let sim = Arc::new(open_sim(config)?);
+            Ok((sim.clone(), Some(sim)))
+        }
+        CloudChoice::SimRemote { url } => {
+            let remote = RemoteCloud::connect(url)
+                .await
+                .with_context(|| format!("connecting to the simulated cloud at {url}"))?;
+            Ok((Arc::new(remote), None))
+        }
+    }
+}
+
+fn open_sim(config: &ServeConfig) -> anyhow::Result<SimCloud> {
+    let sim_config = SimConfig {
+        speed: config.sim_speed,
+        ..SimConfig::default()
+    };
+    SimCloud::open(&config.data_dir, sim_config).with_context(|| {
+        format!(
+            "opening the simulated cloud in {}",
+            config.data_dir.display()
+        )
     })
 }
 

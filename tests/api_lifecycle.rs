@@ -81,7 +81,7 @@ async fn create_converges_through_the_platform_phases() {
     assert_eq!(st.body["generation"], st.body["observedGeneration"]);
 
     // Exactly one of each resource in the cloud.
-    let inv = srv.running().sim.inventory();
+    let inv = srv.running().sim().inventory();
     assert_eq!(count_for(&inv, "services", "blog"), 1);
     assert_eq!(count_for(&inv, "accessPoints", "blog"), 1);
     assert_eq!(count_for(&inv, "databases", "blog"), 1);
@@ -114,7 +114,7 @@ async fn put_creates_then_replaces_and_an_identical_spec_is_a_no_op() {
     let done = c.wait_phase("t1", "shop", "ACTIVE").await;
     assert_eq!(done["status"]["replicas"]["running"], 4);
     assert_eq!(done["status"]["observedGeneration"], 2);
-    let svc = find_for(&srv.running().sim.inventory(), "services", "shop");
+    let svc = find_for(&srv.running().sim().inventory(), "services", "shop");
     assert_eq!(svc["desiredCount"], 4);
 }
 
@@ -125,7 +125,7 @@ async fn drift_behind_the_controllers_back_is_repaired_by_resync() {
     c.put(&instance_path("t1", "drift"), &spec(2)).await;
     c.wait_phase("t1", "drift", "ACTIVE").await;
 
-    let sim = &srv.running().sim;
+    let sim = &srv.running().sim();
     sim.set_service_desired_count(&key("t1", "drift"), 5)
         .unwrap();
     // No API call: only the periodic resync can notice.
@@ -153,7 +153,7 @@ async fn reconcile_now_is_echoed_and_a_converged_pass_makes_no_mutating_call() {
     c.wait_phase("t1", "quiet", "ACTIVE").await;
     // Let any in-flight requeue finish before counting.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sim = &srv.running().sim;
+    let sim = &srv.running().sim();
     let before = sim.stats();
 
     for _ in 0..2 {
@@ -210,7 +210,7 @@ async fn delete_tears_down_in_order_and_keeps_a_deprovisioned_record() {
         ["backups", "collection", "logs", "self", "status"],
         "only read links remain"
     );
-    let inv = srv.running().sim.inventory();
+    let inv = srv.running().sim().inventory();
     for kind in ["services", "accessPoints", "databases", "logGroups"] {
         assert_eq!(count_for(&inv, kind, "gone"), 0, "{kind} left behind");
     }
@@ -222,7 +222,7 @@ async fn delete_tears_down_in_order_and_keeps_a_deprovisioned_record() {
     // The order of teardown, from the cloud's call log.
     let order: Vec<String> = srv
         .running()
-        .sim
+        .sim()
         .call_log()
         .into_iter()
         .map(|c| serde_json::to_value(c).unwrap())

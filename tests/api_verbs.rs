@@ -76,7 +76,7 @@ async fn suspend_and_resume_stop_and_restart_everything_but_keep_the_data() {
     let srv = TestServer::start().await;
     let c = &srv.client;
     active(c, "sr", 3).await;
-    let sim = &srv.running().sim;
+    let sim = &srv.running().sim();
     sim.write_data(&key("sr"), "posts-v1").unwrap();
 
     let r = c.post(&verb("sr", "suspend"), &json!({})).await;
@@ -205,7 +205,7 @@ async fn backup_then_change_then_restore_brings_back_the_backed_up_data() {
     let srv = TestServer::start().await;
     let c = &srv.client;
     active(c, "br", 2).await;
-    let sim = &srv.running().sim;
+    let sim = &srv.running().sim();
     sim.write_data(&key("br"), "version-A").unwrap();
 
     let r = c.post(&verb("br", "backup"), &json!({})).await;
@@ -442,7 +442,7 @@ async fn watch_phases(c: &Client, id: &str, phase: &str) -> Vec<String> {
 }
 
 fn inventory(srv: &TestServer) -> Value {
-    serde_json::to_value(srv.running().sim.inventory()).unwrap()
+    serde_json::to_value(srv.running().sim().inventory()).unwrap()
 }
 
 fn find<'a>(list: &'a Value, instance: &str) -> &'a Value {

@@ -5,15 +5,24 @@
 //! * [`InstancePath`] / [`TenantPath`]: validated ids.
 //! * [`ApiQuery`]: query strings.
 //! * [`IfMatch`]: the optional optimistic-concurrency precondition.
+//!
+//! Each extractor also implements `utoipa::IntoParams`, built from the constants it checks
+//! against, so an operation's documented parameters come from the extractors it uses.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::{Required, schema::Object};
 
 use super::error::ApiError;
-use crate::model::{InstanceId, InstanceKey, TenantId};
+use crate::model::{
+    InstanceId, InstanceKey, MAX_INSTANCE_ID_LEN, MAX_TENANT_ID_LEN, TenantId, id_schema,
+};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -189,6 +198,44 @@ impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
     }
 }
 
+fn path_param(name: &str, description: &str, schema: Object) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+fn tenant_param() -> Parameter {
+    path_param(
+        "tenantId",
+        "The tenant; a malformed id answers 400 VALIDATION_ERROR naming `tenantId`.",
+        id_schema(MAX_TENANT_ID_LEN),
+    )
+}
+
+impl IntoParams for TenantPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![tenant_param()]
+    }
+}
+
+impl IntoParams for InstancePath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            tenant_param(),
+            path_param(
+                "instanceId",
+                "The instance, unique within its tenant; a malformed id answers 400 \
+                 VALIDATION_ERROR naming `instanceId`.",
+                id_schema(MAX_INSTANCE_ID_LEN),
+            ),
+        ]
+    }
+}
+
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str, ApiError> {
     params
         .iter()
@@ -208,6 +255,78 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map(|Query(q)| ApiQuery(q))
             .map_err(|e| ApiError::field("query", truncate(&e.body_text())))
     }
+}
+
+/// The page sizes a list accepts: `limit` from 1 to `max`, `default` without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit {
+    pub default: usize,
+    pub max: usize,
+}
+
+/// `limit` as a query parameter: absent means `page.default`; anything but an integer in
+/// `1..=page.max` is a 400 naming `limit`.
+pub fn parse_limit(raw: Option<&str>, page: PageLimit) -> Result<usize, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(page.default);
+    };
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=page.max).contains(&n) => Ok(n),
+        _ => Err(ApiError::field(
+            "limit",
+            format!("must be an integer from 1 to {}", page.max),
+        )),
+    }
+}
+
+fn query_param(name: &str, description: &str, schema: Object) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+/// The documented `limit` query parameter of a list with these page sizes.
+pub fn limit_param(page: PageLimit) -> Parameter {
+    query_param(
+        "limit",
+        "Most items in the page.",
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(page.max))
+            .default(Some(page.default.into()))
+            .build(),
+    )
+}
+
+/// The documented `nextToken` query parameter: opaque, from the previous page.
+pub fn next_token_param(max_length: Option<usize>) -> Parameter {
+    query_param(
+        "nextToken",
+        "Opaque: the `nextToken` of the previous page. Empty means the first page; one this \
+         list did not return answers 400 naming `nextToken`.",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(max_length)
+            .build(),
+    )
+}
+
+/// A documented ISO-8601 (RFC 3339) time query parameter.
+pub fn time_param(name: &str, description: &str) -> Parameter {
+    query_param(
+        name,
+        description,
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .examples(["2026-11-25T10:00:00Z"])
+            .build(),
+    )
 }
 
 /// `If-Match`: absent means "no precondition". `*` matches any existing record.
@@ -234,5 +353,27 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             .filter(|v| !v.is_empty() && !v.contains('"'))
             .ok_or_else(|| ApiError::field("If-Match", "must be an ETag such as \"42\""))?;
         Ok(IfMatch(Some(version.to_owned())))
+    }
+}
+
+impl IntoParams for IfMatch {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("If-Match")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Optional precondition: the `ETag` of a previous response (`\"42\"`; \
+                     `W/\"42\"` is read as `\"42\"`; `*` matches any existing record). A \
+                     stale one answers 412 PRECONDITION_FAILED and changes nothing.",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .examples(["\"42\""]),
+                ))
+                .build(),
+        ]
     }
 }

@@ -7,15 +7,23 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ObjectBuilder, OneOfBuilder, Ref, Schema, SchemaType, Type,
+};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{
-    ApiQuery, IfMatch, InstancePath, JsonBody, JsonValue, TenantPath, from_value, parse_instance,
+    ApiQuery, IfMatch, InstancePath, JsonBody, JsonValue, PageLimit, TenantPath, from_value,
+    limit_param, next_token_param, parse_instance, parse_limit,
 };
+use super::openapi::documented_errors;
 use super::views::{
-    InstanceView, Link, Links, ListView, StatusView, collection_href, etag, instance_href,
+    DeleteAccepted, InstanceView, Link, Links, ListView, ReconcileAccepted, ReconcileManyAccepted,
+    StatusView, collection_href, etag, instance_href,
 };
 use crate::model::{
     Configuration, DesiredState, Instance, InstanceId, InstanceKey, ReconcileRequest, Rejection,
@@ -24,20 +32,56 @@ use crate::model::{
 use crate::store::{Change, PageRequest, StoreError};
 
 /// The platform's create body, plus an optional `instanceId` and `state`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRequest {
+    /// Generated (`wp-` + 12 hex digits) when absent.
     #[serde(default)]
+    #[schema(value_type = Option<InstanceId>, nullable = false)]
     pub instance_id: Option<String>,
+    #[schema(schema_with = crate::model::organization_name_schema)]
     pub organization_name: String,
+    #[schema(schema_with = crate::model::contact_email_schema)]
     pub contact_email: String,
     pub tier: Tier,
+    /// Defaults to ACTIVE.
     #[serde(default)]
     pub state: DesiredState,
     #[serde(default)]
     pub configuration: Configuration,
 }
 
+documented_errors!(
+    CreateErrors = [
+        ValidationError,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        InstanceExists,
+        ServiceUnavailable,
+    ]
+);
+
+/// Create an instance
+///
+/// Records the desired state; the reconciler provisions it (phase `PENDING_PROVISIONING`,
+/// then `PROVISIONING`, then `ACTIVE`).
+#[utoipa::path(
+    post,
+    path = "/v1.0/tenants/{tenantId}/instances",
+    tag = "instances",
+    operation_id = "createInstance",
+    params(TenantPath),
+    request_body = CreateRequest,
+    responses(
+        (status = 202, description = "Recorded; the reconciler provisions it.",
+            body = InstanceView,
+            headers(
+                ("Location" = String, description = "The new instance's URL."),
+                ("ETag" = String, description = "The resource version, for `If-Match`."),
+            )),
+        CreateErrors,
+    )
+)]
 pub async fn create(
     State(app): State<AppState>,
     TenantPath(tenant): TenantPath,
@@ -64,8 +108,42 @@ pub async fn create(
     Ok(resource(StatusCode::ACCEPTED, &created, true))
 }
 
+documented_errors!(
+    PutErrors = [
+        ValidationError,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        InstanceNotFound,
+        PreconditionFailed,
+        InvalidStatusTransition,
+        ServiceUnavailable,
+    ]
+);
+
+/// Create or replace an instance's spec
+///
 /// Declarative create-or-replace. The body is a bare spec, or a whole resource (as GET
-/// returns it, or an `apply -f` manifest) of which only `spec` is read.
+/// returns it, or an `apply -f` manifest) of which only `spec` is read. The same spec again
+/// changes nothing (200, same generation). With `If-Match`, a missing instance is a 404
+/// rather than a create.
+#[utoipa::path(
+    put,
+    path = "/v1.0/tenants/{tenantId}/instances/{instanceId}",
+    tag = "instances",
+    operation_id = "putInstance",
+    params(InstancePath, IfMatch),
+    request_body = PutBody,
+    responses(
+        (status = 200, description = "Replaced (or unchanged).", body = InstanceView,
+            headers(("ETag" = String, description = "The resource version, for `If-Match`."))),
+        (status = 201, description = "Created.", body = InstanceView,
+            headers(
+                ("Location" = String, description = "The new instance's URL."),
+                ("ETag" = String, description = "The resource version, for `If-Match`."),
+            )),
+        PutErrors,
+    )
+)]
 pub async fn put(
     State(app): State<AppState>,
     InstancePath(key): InstancePath,
@@ -136,6 +214,52 @@ const RESOURCE_KEYS: [&str; 8] = [
     "kind",
 ];
 
+/// The PUT body: a bare [`Spec`], or a resource whose top-level keys are
+/// [`RESOURCE_KEYS`] (only `spec` is read; `tenantId`/`instanceId`, if given, must match
+/// the path).
+pub struct PutBody;
+
+impl PartialSchema for PutBody {
+    fn schema() -> RefOr<Schema> {
+        let spec = || Ref::from_schema_name(Spec::name());
+        let mut resource = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some("Resource"))
+            .description(Some(
+                "A whole resource (as GET returns it, or a manifest): only `spec` is read; \
+                 `tenantId` and `instanceId`, at the top or in `metadata`, must match the path.",
+            ))
+            .required("spec")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        for key in RESOURCE_KEYS {
+            let ignored = |note: &str| {
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::AnyValue)
+                    .description(Some(note))
+            };
+            resource = match key {
+                "spec" => resource.property(key, spec()),
+                "tenantId" | "instanceId" => {
+                    resource.property(key, ignored("Not read; if present, must match the path."))
+                }
+                _ => resource.property(key, ignored("Not read.")),
+            };
+        }
+        OneOfBuilder::new()
+            .item(spec())
+            .item(resource)
+            .description(Some("A bare spec, or a whole resource."))
+            .into()
+    }
+}
+
+impl ToSchema for PutBody {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((Spec::name().into(), Spec::schema()));
+        <Spec as ToSchema>::schemas(schemas);
+    }
+}
+
 fn spec_from_body(key: &InstanceKey, body: serde_json::Value) -> Result<Spec, ApiError> {
     let serde_json::Value::Object(mut obj) = body else {
         return Err(ApiError::field("body", "expected a JSON object"));
@@ -184,6 +308,23 @@ fn validated(spec: Spec) -> Result<Spec, ApiError> {
     }
 }
 
+documented_errors!(GetErrors = [ValidationError, InstanceNotFound, ServiceUnavailable]);
+
+/// Get an instance
+///
+/// The resource: metadata, spec, status and the `_links` valid in its current state.
+#[utoipa::path(
+    get,
+    path = "/v1.0/tenants/{tenantId}/instances/{instanceId}",
+    tag = "instances",
+    operation_id = "getInstance",
+    params(InstancePath),
+    responses(
+        (status = 200, description = "The instance.", body = InstanceView,
+            headers(("ETag" = String, description = "The resource version, for `If-Match`."))),
+        GetErrors,
+    )
+)]
 pub async fn get_one(
     State(app): State<AppState>,
     InstancePath(key): InstancePath,
@@ -192,6 +333,22 @@ pub async fn get_one(
     Ok(resource(StatusCode::OK, &inst, false))
 }
 
+/// Get an instance's observed state
+///
+/// Phase, task counts, ECS deployment and health status, tasks, conditions and
+/// generations, flattened.
+#[utoipa::path(
+    get,
+    path = "/v1.0/tenants/{tenantId}/instances/{instanceId}/status",
+    tag = "instances",
+    operation_id = "getInstanceStatus",
+    params(InstancePath),
+    responses(
+        (status = 200, description = "The observed state.", body = StatusView,
+            headers(("ETag" = String, description = "The resource version, for `If-Match`."))),
+        GetErrors,
+    )
+)]
 pub async fn status(
     State(app): State<AppState>,
     InstancePath(key): InstancePath,
@@ -202,6 +359,7 @@ pub async fn status(
     Ok(res)
 }
 
+/// `?limit&nextToken`. `limit` is read as a string so a bad one gets our error, not serde's.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListQuery {
@@ -209,9 +367,31 @@ pub struct ListQuery {
     next_token: Option<String>,
 }
 
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 1000;
+/// Page sizes of the instance lists.
+pub const INSTANCE_PAGE: PageLimit = PageLimit {
+    default: 50,
+    max: 1000,
+};
 
+impl IntoParams for ListQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![limit_param(INSTANCE_PAGE), next_token_param(None)]
+    }
+}
+
+documented_errors!(ListErrors = [ValidationError, ServiceUnavailable]);
+
+/// List a tenant's instances
+///
+/// In id order, paged.
+#[utoipa::path(
+    get,
+    path = "/v1.0/tenants/{tenantId}/instances",
+    tag = "instances",
+    operation_id = "listInstances",
+    params(TenantPath, ListQuery),
+    responses((status = 200, description = "A page of instances.", body = ListView), ListErrors)
+)]
 pub async fn list(
     State(app): State<AppState>,
     TenantPath(tenant): TenantPath,
@@ -225,7 +405,7 @@ async fn list_page(
     tenant: Option<&TenantId>,
     q: ListQuery,
 ) -> Result<Response, ApiError> {
-    let limit = parse_limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
+    let limit = parse_limit(q.limit.as_deref(), INSTANCE_PAGE)?;
     let after = match q.next_token.as_deref() {
         None | Some("") => None,
         Some(token) => Some(
@@ -271,17 +451,6 @@ async fn list_page(
     Ok(axum::Json(view).into_response())
 }
 
-pub fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
-    let Some(raw) = raw else { return Ok(default) };
-    match raw.parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(ApiError::field(
-            "limit",
-            format!("must be an integer from 1 to {max}"),
-        )),
-    }
-}
-
 fn encode_token(key: &InstanceKey) -> String {
     URL_SAFE_NO_PAD.encode(key.path())
 }
@@ -291,6 +460,31 @@ fn decode_token(token: &str) -> Option<InstanceKey> {
     InstanceKey::parse_path(std::str::from_utf8(&bytes).ok()?)
 }
 
+documented_errors!(
+    DeleteErrors = [
+        ValidationError,
+        InstanceNotFound,
+        PreconditionFailed,
+        ServiceUnavailable,
+    ]
+);
+
+/// Delete an instance
+///
+/// Requests the ordered teardown (service, access point, final database snapshot,
+/// database, log group). Idempotent: deleting again answers 202 and changes nothing.
+#[utoipa::path(
+    delete,
+    path = "/v1.0/tenants/{tenantId}/instances/{instanceId}",
+    tag = "instances",
+    operation_id = "deleteInstance",
+    params(InstancePath, IfMatch),
+    responses(
+        (status = 202, description = "Deletion recorded.", body = DeleteAccepted,
+            headers(("ETag" = String, description = "The resource version, for `If-Match`."))),
+        DeleteErrors,
+    )
+)]
 pub async fn delete(
     State(app): State<AppState>,
     InstancePath(key): InstancePath,
@@ -309,22 +503,27 @@ pub async fn delete(
         app.trigger.now(key.clone());
     }
     let inst = &updated.instance;
-    let status = if inst.status.phase == crate::model::Phase::Deprovisioned {
-        "DEPROVISIONED"
-    } else {
-        "DEPROVISIONING"
-    };
-    let body = json!({
-        "status": status,
-        "dataRetentionDays": app.retention_days,
-        "deletionRequestedAt": inst.metadata.deletion_requested_at,
-        "_links": super::views::instance_links(inst),
-    });
+    let body = DeleteAccepted::new(inst, app.retention_days);
     let mut res = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     set_etag(&mut res, inst);
     Ok(res)
 }
 
+/// Reconcile an instance now
+///
+/// Instead of waiting for the periodic resync. `status.lastHandledReconcileRequest` shows
+/// the request id once a pass has handled it.
+#[utoipa::path(
+    post,
+    path = "/v1.0/tenants/{tenantId}/instances/{instanceId}/reconcile",
+    tag = "lifecycle",
+    operation_id = "reconcileInstance",
+    params(InstancePath),
+    responses(
+        (status = 202, description = "Requested.", body = ReconcileAccepted),
+        GetErrors,
+    )
+)]
 pub async fn reconcile_one(
     State(app): State<AppState>,
     InstancePath(key): InstancePath,
@@ -338,20 +537,43 @@ pub async fn reconcile_one(
         return Err(ApiError::InstanceNotFound(key));
     }
     app.trigger.now(key.clone());
-    let body = json!({
-        "requestId": request.request_id,
-        "_links": { "status": { "href": format!("{}/status", instance_href(&key)) },
-                    "instance": { "href": instance_href(&key) } },
-    });
+    let body = ReconcileAccepted::new(&key, request.request_id);
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
-/// Reconcile-now for every instance (operators).
+documented_errors!(ReconcileAllErrors = [ServiceUnavailable]);
+
+/// Reconcile every instance now
+///
+/// Every tenant's instances, except deprovisioned ones (operators).
+#[utoipa::path(
+    post,
+    path = "/v1.0/reconcile",
+    tag = "operator",
+    operation_id = "reconcileAll",
+    responses(
+        (status = 202, description = "Requested.", body = ReconcileManyAccepted),
+        ReconcileAllErrors,
+    )
+)]
 pub async fn reconcile_all(State(app): State<AppState>) -> Result<Response, ApiError> {
     reconcile_many(&app, None).await
 }
 
-/// Reconcile-now for every instance of one tenant.
+/// Reconcile a tenant's instances now
+///
+/// Every instance of the tenant, except deprovisioned ones.
+#[utoipa::path(
+    post,
+    path = "/v1.0/tenants/{tenantId}/reconcile",
+    tag = "lifecycle",
+    operation_id = "reconcileTenant",
+    params(TenantPath),
+    responses(
+        (status = 202, description = "Requested.", body = ReconcileManyAccepted),
+        ListErrors,
+    )
+)]
 pub async fn reconcile_tenant(
     State(app): State<AppState>,
     TenantPath(tenant): TenantPath,
@@ -383,11 +605,24 @@ async fn reconcile_many(app: &AppState, tenant: Option<&TenantId>) -> Result<Res
             None => break,
         }
     }
-    let body = json!({ "requestId": request.request_id, "instances": count });
+    let body = ReconcileManyAccepted {
+        request_id: request.request_id,
+        instances: count,
+    };
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
-/// Every tenant's instances (operators), paged like a tenant's list.
+/// List every tenant's instances
+///
+/// In tenant and id order, paged like a tenant's list (operators).
+#[utoipa::path(
+    get,
+    path = "/v1.0/instances",
+    tag = "operator",
+    operation_id = "listAllInstances",
+    params(ListQuery),
+    responses((status = 200, description = "A page of instances.", body = ListView), ListErrors)
+)]
 pub async fn list_all(
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,

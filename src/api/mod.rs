@@ -14,6 +14,7 @@ pub mod extract;
 mod health;
 mod instances;
 mod logs;
+pub mod openapi;
 mod sim;
 mod verbs;
 pub mod views;
@@ -50,7 +51,8 @@ pub struct AppState {
 pub fn router(app: AppState) -> Router {
     let open = Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi::serve));
     let mut operator = Router::new()
         .route("/v1.0/reconcile", post(instances::reconcile_all))
         .route("/v1.0/instances", get(instances::list_all));

@@ -1,17 +1,26 @@
 //! `/v1.0/sim/…`: only when running on the simulated cloud. Lets a person (or a test) look
 //! at the simulated inventory and call counts, change resources behind the controller's
 //! back, and inject faults, so drift repair and fault handling can be shown live.
+//!
+//! The simulated cloud's own types (`cloud::sim`) are not described in the OpenAPI document
+//! beyond "an object": that module belongs to the simulation, not to this API.
+
+use std::borrow::Cow;
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{InstancePath, JsonBody};
+use super::openapi::documented_errors;
 use crate::cloud::sim::{Faults, SimCloud, SimError};
 
 pub fn routes() -> Router<AppState> {
@@ -32,19 +41,126 @@ fn sim(app: &AppState) -> Result<&SimCloud, ApiError> {
         .ok_or_else(|| ApiError::RouteNotFound("/v1.0/sim".into()))
 }
 
-async fn inventory(State(app): State<AppState>) -> Result<Response, ApiError> {
+// Without the simulated cloud these routes are not mounted at all: 404 NOT_FOUND.
+documented_errors!(ReadErrors = [NotFound]);
+
+/// The simulated inventory
+///
+/// Every simulated resource (ECS services and tasks, EFS access points, RDS databases and
+/// snapshots, log groups, backups) in the simulation's own shape.
+#[utoipa::path(
+    get,
+    path = "/v1.0/sim/inventory",
+    tag = "simulated cloud",
+    operation_id = "simInventory",
+    responses(
+        (status = 200, description = "The simulated cloud's inventory (its own shape).",
+            body = Object),
+        ReadErrors,
+    )
+)]
+pub async fn inventory(State(app): State<AppState>) -> Result<Response, ApiError> {
     Ok(axum::Json(sim(&app)?.inventory()).into_response())
 }
 
-async fn stats(State(app): State<AppState>) -> Result<Response, ApiError> {
+/// Simulated call counts
+///
+/// Calls per service and operation, throttled and failed calls.
+#[utoipa::path(
+    get,
+    path = "/v1.0/sim/stats",
+    tag = "simulated cloud",
+    operation_id = "simStats",
+    responses(
+        (status = 200, description = "Call counts (the simulation's own shape).", body = Object),
+        ReadErrors,
+    )
+)]
+pub async fn stats(State(app): State<AppState>) -> Result<Response, ApiError> {
     Ok(axum::Json(sim(&app)?.stats()).into_response())
 }
 
-async fn calls(State(app): State<AppState>) -> Result<Response, ApiError> {
+/// Simulated call log
+///
+/// The most recent calls to the simulated cloud, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1.0/sim/calls",
+    tag = "simulated cloud",
+    operation_id = "simCalls",
+    responses(
+        (status = 200, description = "Recent calls (the simulation's own shape).",
+            body = Vec<Object>),
+        ReadErrors,
+    )
+)]
+pub async fn calls(State(app): State<AppState>) -> Result<Response, ApiError> {
     Ok(axum::Json(sim(&app)?.call_log()).into_response())
 }
 
-async fn set_faults(
+/// The body of `PUT /v1.0/sim/faults`: `cloud::sim::Faults`. That module owns the type and
+/// does not describe it, so its properties are read off a serialized default: names and
+/// types follow the code.
+pub struct FaultsBody;
+
+impl PartialSchema for FaultsBody {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Fault injection, all off (0) by default; absent fields are 0. Rates are \
+                 fractions of calls (0 to 1); `slowRdsFactor` is 0 (off) or 1 to 1000; \
+                 `latencySpikeMs` at most 60000.",
+            ));
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(Faults::default()) {
+            for (name, default) in fields {
+                let ty = match &default {
+                    v if v.is_u64() || v.is_i64() => Type::Integer,
+                    v if v.is_number() => Type::Number,
+                    v if v.is_boolean() => Type::Boolean,
+                    _ => Type::String,
+                };
+                schema = schema.property(
+                    name,
+                    ObjectBuilder::new().schema_type(ty).default(Some(default)),
+                );
+            }
+        }
+        schema.into()
+    }
+}
+
+impl ToSchema for FaultsBody {
+    fn name() -> Cow<'static, str> {
+        "SimFaults".into()
+    }
+}
+
+documented_errors!(
+    FaultsErrors = [
+        ValidationError,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        NotFound,
+    ]
+);
+
+/// Inject faults into the simulated cloud
+///
+/// Replaces the fault settings; answers them back as `{"faults": …}`.
+#[utoipa::path(
+    put,
+    path = "/v1.0/sim/faults",
+    tag = "simulated cloud",
+    operation_id = "simSetFaults",
+    request_body = FaultsBody,
+    responses(
+        (status = 200, description = "The settings now in force, as `{\"faults\": …}`.",
+            body = Object),
+        FaultsErrors,
+    )
+)]
+pub async fn set_faults(
     State(app): State<AppState>,
     JsonBody(faults): JsonBody<Faults>,
 ) -> Result<Response, ApiError> {
@@ -71,11 +187,12 @@ async fn set_faults(
 }
 
 /// One change made behind the controller's back.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Drift {
-    /// Set the ECS service's desired count.
+    /// Set the ECS service's desired count (at most 100).
     #[serde(default)]
+    #[schema(maximum = 100, nullable = false)]
     pub service_desired_count: Option<u32>,
     /// Delete the EFS access point.
     #[serde(default)]
@@ -83,12 +200,44 @@ pub struct Drift {
     /// Stop the RDS database.
     #[serde(default)]
     pub stop_database: bool,
-    /// Stop this many running tasks (ECS replaces them).
+    /// Stop this many running tasks (ECS replaces them; at most 100 are stopped).
     #[serde(default)]
+    #[schema(nullable = false)]
     pub kill_tasks: Option<u32>,
 }
 
-async fn drift(
+/// The 200 of a drift.
+#[derive(Serialize, ToSchema)]
+pub struct DriftApplied {
+    /// Always true.
+    pub applied: bool,
+}
+
+documented_errors!(
+    DriftErrors = [
+        ValidationError,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        NotFound,
+        InvalidStatusTransition,
+    ]
+);
+
+/// Change the simulated cloud behind the controller's back
+///
+/// Applies each requested change in turn; one the simulated resource's state does not allow
+/// (or a missing resource) answers 422 INVALID_STATUS_TRANSITION, keeping the changes made
+/// before it.
+#[utoipa::path(
+    post,
+    path = "/v1.0/sim/tenants/{tenantId}/instances/{instanceId}/drift",
+    tag = "simulated cloud",
+    operation_id = "simDrift",
+    params(InstancePath),
+    request_body = Drift,
+    responses((status = 200, description = "Applied.", body = DriftApplied), DriftErrors)
+)]
+pub async fn drift(
     State(app): State<AppState>,
     InstancePath(key): InstancePath,
     JsonBody(d): JsonBody<Drift>,
@@ -113,5 +262,5 @@ async fn drift(
     if let Some(n) = d.kill_tasks {
         sim.kill_tasks(&key, n.min(100)).map_err(not_found)?;
     }
-    Ok(axum::Json(json!({ "applied": true })).into_response())
+    Ok(axum::Json(DriftApplied { applied: true }).into_response())
 }

@@ -7,13 +7,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{IfMatch, InstancePath, JsonBody};
 use super::instances::resource;
-use super::views::{BackupView, instance_href};
+use super::openapi::documented_errors;
+use super::views::{BackupAccepted, InstanceView, RestoreAccepted};
 use crate::model::{
     Backup, BackupStatus, DesiredState, Instance, InstanceKey, Rejection, RestoreSpec,
     check_desired_count, is_backup_id, now,
@@ -21,12 +22,43 @@ use crate::model::{
 use crate::reconcile::plan::data_generation;
 use crate::store::{Change, Updated};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScaleRequest {
+    #[schema(schema_with = crate::model::desired_count_schema)]
     pub desired_count: u32,
 }
 
+documented_errors!(
+    ScaleErrors = [
+        ValidationError,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        InstanceNotFound,
+        PreconditionFailed,
+        InvalidStatusTransition,
+        ScaleLimitExceeded,
+        ServiceUnavailable,
+    ]
+);
+
+/// Scale an instance
+///
+/// Sets `spec.configuration.desiredCount`; the same count again changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1.0/tenants/{tenantId}/instances/{instanceId}/scale",
+    tag = "lifecycle",
+    operation_id = "scaleInstance",
+    params(InstancePath, IfMatch),
+    request_body = ScaleRequest,
+    responses(
+        (status = 200, description = "The instance, with the new desired count.",
+            body = InstanceView,
+            headers(("ETag" = String, description = "The resource version, for `If-Match`."))),
+        ScaleErrors,
+    )
+)]
 pub async fn scale(
     State(app): State<AppState>,
     InstancePath(key): InstancePath,
@@ -48,6 +80,32 @@ pub async fn scale(
     Ok(resource(StatusCode::OK, &updated.instance, false))
 }
 
+documented_errors!(
+    StateErrors = [
+        ValidationError,
+        InstanceNotFound,
+        PreconditionFailed,
+        InvalidStatusTransition,
+        ServiceUnavailable,
+    ]
+);
+
+/// Suspend an instance
+///
+/// Desired state SUSPENDED: the service scales to zero and the database stops; data is
+/// kept. Only from ACTIVE (else 422 INVALID_STATUS_TRANSITION).
+#[utoipa::path(
+    post,
+    path = "/v1.0/tenants/{tenantId}/instances/{instanceId}/suspend",
+    tag = "lifecycle",
+    operation_id = "suspendInstance",
+    params(InstancePath, IfMatch),
+    responses(
+        (status = 200, description = "The instance, now desired SUSPENDED.", body = InstanceView,
+            headers(("ETag" = String, description = "The resource version, for `If-Match`."))),
+        StateErrors,
+    )
+)]
 pub async fn suspend(
     State(app): State<AppState>,
     InstancePath(key): InstancePath,
@@ -56,6 +114,22 @@ pub async fn suspend(
     set_state(&app, &key, expected.as_deref(), DesiredState::Suspended).await
 }
 
+/// Resume an instance
+///
+/// Desired state ACTIVE again: the database starts, then the service. Only from SUSPENDED
+/// (else 422 INVALID_STATUS_TRANSITION).
+#[utoipa::path(
+    post,
+    path = "/v1.0/tenants/{tenantId}/instances/{instanceId}/resume",
+    tag = "lifecycle",
+    operation_id = "resumeInstance",
+    params(InstancePath, IfMatch),
+    responses(
+        (status = 200, description = "The instance, now desired ACTIVE.", body = InstanceView,
+            headers(("ETag" = String, description = "The resource version, for `If-Match`."))),
+        StateErrors,
+    )
+)]
 pub async fn resume(
     State(app): State<AppState>,
     InstancePath(key): InstancePath,
@@ -64,13 +138,42 @@ pub async fn resume(
     set_state(&app, &key, expected.as_deref(), DesiredState::Active).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StatusAction {
     pub status: DesiredState,
 }
 
-/// `POST …/status {status}`: the platform's combined suspend / resume.
+documented_errors!(
+    StatusActionErrors = [
+        ValidationError,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        InstanceNotFound,
+        PreconditionFailed,
+        InvalidStatusTransition,
+        ServiceUnavailable,
+    ]
+);
+
+/// Suspend or resume an instance
+///
+/// `POST …/status {status}`: the platform's combined suspend / resume. SUSPENDED only from
+/// ACTIVE and ACTIVE only from SUSPENDED (else 422 INVALID_STATUS_TRANSITION).
+#[utoipa::path(
+    post,
+    path = "/v1.0/tenants/{tenantId}/instances/{instanceId}/status",
+    tag = "lifecycle",
+    operation_id = "setInstanceState",
+    params(InstancePath, IfMatch),
+    request_body = StatusAction,
+    responses(
+        (status = 200, description = "The instance, with the new desired state.",
+            body = InstanceView,
+            headers(("ETag" = String, description = "The resource version, for `If-Match`."))),
+        StatusActionErrors,
+    )
+)]
 pub async fn status_action(
     State(app): State<AppState>,
     InstancePath(key): InstancePath,
@@ -130,6 +233,32 @@ async fn change(
     Ok(updated)
 }
 
+documented_errors!(
+    BackupErrors = [
+        ValidationError,
+        InstanceNotFound,
+        Conflict,
+        InvalidStatusTransition,
+        ServiceUnavailable,
+    ]
+);
+
+/// Back up an instance
+///
+/// Records a PENDING backup; the reconciler runs an AWS Backup job for the files and an RDS
+/// snapshot, and the backup becomes COMPLETED (or FAILED). Not on a deleted instance.
+#[utoipa::path(
+    post,
+    path = "/v1.0/tenants/{tenantId}/instances/{instanceId}/backup",
+    tag = "backups",
+    operation_id = "createBackup",
+    params(InstancePath),
+    responses(
+        (status = 202, description = "Recorded; the reconciler takes the backup.",
+            body = BackupAccepted),
+        BackupErrors,
+    )
+)]
 pub async fn backup(
     State(app): State<AppState>,
     InstancePath(key): InstancePath,
@@ -138,21 +267,51 @@ pub async fn backup(
     // deleted.
     let created = app.store.create_backup(Backup::new(&key, now())).await?;
     app.trigger.now(key);
-    let view = BackupView::new(&created);
-    let body = json!({
-        "backupId": created.backup_id,
-        "status": created.status,
-        "_links": view.links,
-    });
+    let body = BackupAccepted::new(&created);
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestoreRequest {
+    /// A COMPLETED backup of this instance.
+    #[schema(schema_with = crate::model::backup_id_schema)]
     pub backup_id: String,
 }
 
+documented_errors!(
+    RestoreErrors = [
+        ValidationError,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        InstanceNotFound,
+        BackupNotFound,
+        PreconditionFailed,
+        InvalidStatusTransition,
+        BackupNotReady,
+        ServiceUnavailable,
+    ]
+);
+
+/// Restore an instance from a backup
+///
+/// Stops the service, restores the files and the database into new resources, points the
+/// service at them and starts it again; `status.restore` shows the stages. One restore at
+/// a time (else 422 INVALID_STATUS_TRANSITION); only a COMPLETED backup (else 422
+/// BACKUP_NOT_READY).
+#[utoipa::path(
+    post,
+    path = "/v1.0/tenants/{tenantId}/instances/{instanceId}/restore",
+    tag = "backups",
+    operation_id = "restoreInstance",
+    params(InstancePath, IfMatch),
+    request_body = RestoreRequest,
+    responses(
+        (status = 202, description = "Recorded; the reconciler restores.",
+            body = RestoreAccepted),
+        RestoreErrors,
+    )
+)]
 pub async fn restore(
     State(app): State<AppState>,
     InstancePath(key): InstancePath,
@@ -184,16 +343,7 @@ pub async fn restore(
         Ok(Change::Changed)
     };
     change(&app, &key, expected.as_deref(), &set).await?;
-    let base = instance_href(&key);
-    let body = json!({
-        "requestId": request_id,
-        "backupId": backup.backup_id,
-        "_links": {
-            "instance": { "href": base },
-            "status": { "href": format!("{base}/status") },
-            "backup": { "href": format!("{base}/backups/{}", backup.backup_id) },
-        },
-    });
+    let body = RestoreAccepted::new(&key, request_id, backup.backup_id);
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 

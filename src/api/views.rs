@@ -1,4 +1,6 @@
-//! What the API returns: the stored records rendered for users, with HATEOAS `_links`.
+//! What the API returns: the stored records rendered for users, with HATEOAS `_links`, and
+//! the bodies of the 202 answers. Every type here derives `ToSchema`: the OpenAPI document
+//! describes exactly the structs the handlers serialize.
 //!
 //! Invariant: `_links` show only what is valid from the current state (no `resume` on an
 //! active instance, nothing but `self`/`status` on a deleted one), so a client can follow
@@ -6,20 +8,34 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::model::{
-    Condition, DesiredState, Instance, InstanceKey, Phase, Spec, Status, TaskStatus, TenantId,
-    Timestamp,
+    BackupStatus, Condition, DesiredState, Instance, InstanceKey, Phase, Spec, Status, TaskStatus,
+    TenantId,
 };
 
-#[derive(Debug, Clone, Serialize)]
+/// A related resource or action. Without `method` it is a GET.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Link {
     pub href: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<LinkMethod>, nullable = false)]
     pub method: Option<&'static str>,
 }
 
+/// The methods a link may name (documentation only: links carry them as strings).
+#[derive(ToSchema)]
+#[allow(dead_code)] // never built: only its schema is used
+pub enum LinkMethod {
+    POST,
+    PUT,
+    DELETE,
+}
+
+/// `_links`, by relation name.
 pub type Links = BTreeMap<&'static str, Link>;
 
 fn get(href: String) -> Link {
@@ -78,25 +94,35 @@ pub fn instance_links(inst: &Instance) -> Links {
     links
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetadataView<'a> {
+    /// Rises on every change of spec or deletion request, never on status writes.
     pub generation: u64,
+    /// Opaque; the `ETag`. Changes on every spec or metadata write, not on status writes.
     pub resource_version: &'a str,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    pub deletion_requested_at: Option<Timestamp>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Set by DELETE; never unset.
+    #[schema(required = true)]
+    pub deletion_requested_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+/// The instance resource: identity, metadata, desired `spec`, observed `status`, `_links`.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceView<'a> {
     pub tenant_id: &'a TenantId,
+    #[schema(value_type = crate::model::InstanceId)]
     pub instance_id: &'a str,
     pub metadata: MetadataView<'a>,
     pub spec: &'a Spec,
     pub status: &'a Status,
+    /// `self`, `status`, `collection`, `backups`, `logs`; unless deleted also `update`,
+    /// `delete`, `reconcile`, `scale`, `backup`, `suspend` or `resume`, and `restore` when
+    /// no restore is pending.
     #[serde(rename = "_links")]
+    #[schema(value_type = BTreeMap<String, Link>)]
     pub links: Links,
 }
 
@@ -119,36 +145,51 @@ impl<'a> InstanceView<'a> {
     }
 }
 
-#[derive(Serialize)]
+/// A page of instances, in key order.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListView<'a> {
     pub instances: Vec<InstanceView<'a>>,
+    /// Pass as `nextToken` for the next page; null on the last page.
+    #[schema(required = true)]
     pub next_token: Option<String>,
+    /// `self`, `next` when there is a next page, and `create` on a tenant's list.
     #[serde(rename = "_links")]
+    #[schema(value_type = BTreeMap<String, Link>)]
     pub links: Links,
 }
 
 /// `GET …/status`: the observed state, flattened the way the platform's status call was.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusView<'a> {
     pub tenant_id: &'a TenantId,
+    #[schema(value_type = crate::model::InstanceId)]
     pub instance_id: &'a str,
     pub phase: Phase,
     pub desired_state: DesiredState,
     pub desired_count: u32,
     pub running_count: u32,
     pub pending_count: u32,
+    /// ECS's primary deployment (`COMPLETED`, `IN_PROGRESS`, `FAILED`), or `NONE` before
+    /// the service exists.
     pub deployment_status: &'a str,
+    /// `HEALTHY`, `DEGRADED`, `UNHEALTHY` or `UNKNOWN` (also before the service exists).
     pub health_status: &'a str,
+    #[schema(value_type = Vec<TaskStatus>)]
     pub tasks: &'a [TaskStatus],
-    pub tasks_observed_at: Option<Timestamp>,
+    #[schema(required = true)]
+    pub tasks_observed_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Vec<Condition>)]
     pub conditions: &'a [Condition],
     pub observed_generation: u64,
     pub generation: u64,
-    pub last_reconcile_at: Option<Timestamp>,
+    #[schema(required = true)]
+    pub last_reconcile_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub last_error: Option<&'a crate::model::LastError>,
     #[serde(rename = "_links")]
+    #[schema(value_type = BTreeMap<String, Link>)]
     pub links: Links,
 }
 
@@ -179,12 +220,14 @@ impl<'a> StatusView<'a> {
 }
 
 /// A backup as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupView<'a> {
     #[serde(flatten)]
     pub backup: &'a crate::model::Backup,
+    /// `self`, `instance`, and `restore` once COMPLETED.
     #[serde(rename = "_links")]
+    #[schema(value_type = BTreeMap<String, Link>)]
     pub links: Links,
 }
 
@@ -201,6 +244,144 @@ impl<'a> BackupView<'a> {
             links.insert("restore", verb_link(format!("{instance}/restore"), "POST"));
         }
         Self { backup, links }
+    }
+}
+
+/// A page of an instance's backups, oldest first.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupListView<'a> {
+    pub backups: Vec<BackupView<'a>>,
+    /// Pass as `nextToken` for the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_token: Option<String>,
+    /// `self`, `instance`, `create`, and `next` when there is a next page.
+    #[serde(rename = "_links")]
+    #[schema(value_type = BTreeMap<String, Link>)]
+    pub links: Links,
+}
+
+/// Where a deletion stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeletionStatus {
+    /// Teardown requested or under way.
+    Deprovisioning,
+    /// Everything is gone but the retained data.
+    Deprovisioned,
+}
+
+/// 202 of `DELETE …/instances/{instanceId}`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteAccepted {
+    pub status: DeletionStatus,
+    /// Days the final snapshot and the record are kept.
+    pub data_retention_days: u32,
+    #[schema(required = true)]
+    pub deletion_requested_at: Option<DateTime<Utc>>,
+    /// The instance's links, now read-only (`self`, `status`, …).
+    #[serde(rename = "_links")]
+    #[schema(value_type = BTreeMap<String, Link>)]
+    pub links: Links,
+}
+
+impl DeleteAccepted {
+    pub fn new(inst: &Instance, retention_days: u32) -> Self {
+        let status = if inst.status.phase == Phase::Deprovisioned {
+            DeletionStatus::Deprovisioned
+        } else {
+            DeletionStatus::Deprovisioning
+        };
+        Self {
+            status,
+            data_retention_days: retention_days,
+            deletion_requested_at: inst.metadata.deletion_requested_at,
+            links: instance_links(inst),
+        }
+    }
+}
+
+/// 202 of `POST …/instances/{instanceId}/reconcile`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileAccepted {
+    /// Shows up in `status.lastHandledReconcileRequest` once a pass has handled it.
+    pub request_id: String,
+    /// `status` and `instance`.
+    #[serde(rename = "_links")]
+    #[schema(value_type = BTreeMap<String, Link>)]
+    pub links: Links,
+}
+
+impl ReconcileAccepted {
+    pub fn new(key: &InstanceKey, request_id: String) -> Self {
+        let base = instance_href(key);
+        let mut links = Links::new();
+        links.insert("status", get(format!("{base}/status")));
+        links.insert("instance", get(base));
+        Self { request_id, links }
+    }
+}
+
+/// 202 of `POST /v1.0/reconcile` and `POST /v1.0/tenants/{tenantId}/reconcile`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileManyAccepted {
+    pub request_id: String,
+    /// How many instances were marked (deprovisioned ones are skipped).
+    pub instances: usize,
+}
+
+/// 202 of `POST …/backup`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupAccepted {
+    #[schema(schema_with = crate::model::backup_id_schema)]
+    pub backup_id: String,
+    pub status: BackupStatus,
+    /// The backup's links (`self`, `instance`).
+    #[serde(rename = "_links")]
+    #[schema(value_type = BTreeMap<String, Link>)]
+    pub links: Links,
+}
+
+impl BackupAccepted {
+    pub fn new(backup: &crate::model::Backup) -> Self {
+        Self {
+            backup_id: backup.backup_id.clone(),
+            status: backup.status,
+            links: BackupView::new(backup).links,
+        }
+    }
+}
+
+/// 202 of `POST …/restore`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreAccepted {
+    /// Shows up in `status.restore.requestId`.
+    pub request_id: String,
+    #[schema(schema_with = crate::model::backup_id_schema)]
+    pub backup_id: String,
+    /// `instance`, `status` and `backup`.
+    #[serde(rename = "_links")]
+    #[schema(value_type = BTreeMap<String, Link>)]
+    pub links: Links,
+}
+
+impl RestoreAccepted {
+    pub fn new(key: &InstanceKey, request_id: String, backup_id: String) -> Self {
+        let base = instance_href(key);
+        let mut links = Links::new();
+        links.insert("status", get(format!("{base}/status")));
+        links.insert("backup", get(format!("{base}/backups/{backup_id}")));
+        links.insert("instance", get(base));
+        Self {
+            request_id,
+            backup_id,
+            links,
+        }
     }
 }
 
@@ -230,7 +411,14 @@ mod tests {
     #[test]
     fn the_view_has_exactly_the_documented_shape() {
         let v = serde_json::to_value(InstanceView::new(&inst())).unwrap();
-        let top: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        // Sorted: with serde_json's `preserve_order` (which a dependency may switch on) a
+        // map keeps the struct's field order.
+        let keys = |v: &serde_json::Value| {
+            let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        let top = keys(&v);
         assert_eq!(
             top,
             [
@@ -242,12 +430,7 @@ mod tests {
                 "tenantId"
             ]
         );
-        let meta: Vec<&str> = v["metadata"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let meta = keys(&v["metadata"]);
         assert_eq!(
             meta,
             [
@@ -258,12 +441,7 @@ mod tests {
                 "updatedAt"
             ]
         );
-        let status: Vec<&str> = v["status"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let status = keys(&v["status"]);
         assert_eq!(
             status,
             [

@@ -274,7 +274,10 @@ fn links(page: &mut Page, res: &Value) {
     };
     page.title("Links");
     let mut t = Table::new(&["REL", "METHOD", "HREF"]);
-    for (rel, link) in map {
+    // Sorted: JSON object order is not something to show a person.
+    let mut rels: Vec<_> = map.iter().collect();
+    rels.sort_by(|a, b| a.0.cmp(b.0));
+    for (rel, link) in rels {
         let method = str_at(link, "/method");
         t.row(vec![
             rel.clone(),

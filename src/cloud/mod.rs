@@ -11,11 +11,13 @@
 //! Invariant: only `cloud/` knows how a cloud is called; the reconciler sees these types.
 
 pub mod names;
+pub mod remote;
 pub mod sim;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::{InstanceKey, Timestamp};
@@ -51,6 +53,25 @@ pub trait Cloud: Send + Sync + 'static {
 }
 
 pub type CloudResult<T> = Result<T, CloudError>;
+
+/// Who is calling the cloud, for call logs: set by the reconciler around a pass (replica
+/// id and, with shard leases, the fencing token of the instance's shard) and carried by
+/// the remote cloud protocol. Implementations may record it; none may depend on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallContext {
+    pub replica: Option<String>,
+    pub fence: Option<u64>,
+}
+
+tokio::task_local! {
+    /// The [`CallContext`] of the current task, if one was set.
+    pub static CALL_CONTEXT: CallContext;
+}
+
+/// The current task's call context (empty outside a scope).
+pub fn call_context() -> CallContext {
+    CALL_CONTEXT.try_with(Clone::clone).unwrap_or_default()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CloudError {
@@ -113,7 +134,7 @@ impl CloudError {
 /// Everything the reconciler knows about one instance's cloud resources. Resources are
 /// found by the instance's tags, so resources of an earlier data generation (before a
 /// restore) are seen too; the planner picks the ones it wants by name.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct Observed {
     pub service: Option<ObservedService>,
     /// Every EFS access point tagged with the instance, oldest first.
@@ -130,14 +151,14 @@ pub struct Observed {
     pub jobs: Vec<ObservedJob>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Copy, PartialEq, Eq)]
 pub enum ServiceState {
     Active,
     /// Being deleted; ECS stops its tasks, then the service disappears.
     Draining,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Copy, PartialEq, Eq)]
 pub enum Rollout {
     InProgress,
     Completed,
@@ -154,7 +175,7 @@ impl Rollout {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ObservedService {
     pub name: String,
     pub arn: String,
@@ -172,7 +193,7 @@ pub struct ObservedService {
     pub rollout: Rollout,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ObservedTask {
     pub id: String,
     /// ECS `lastStatus`: PROVISIONING, PENDING, RUNNING, DEACTIVATING, STOPPING.
@@ -183,7 +204,7 @@ pub struct ObservedTask {
     pub image: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Copy, PartialEq, Eq)]
 pub enum AccessPointState {
     Creating,
     Available,
@@ -191,7 +212,7 @@ pub enum AccessPointState {
     Error,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ObservedAccessPoint {
     pub id: String,
     pub arn: String,
@@ -201,7 +222,7 @@ pub struct ObservedAccessPoint {
 }
 
 /// RDS DB instance status words the reconciler distinguishes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum DbState {
     Creating,
     Available,
@@ -249,7 +270,7 @@ impl DbState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ObservedDatabase {
     pub identifier: String,
     pub arn: String,
@@ -258,14 +279,14 @@ pub struct ObservedDatabase {
     pub instance_class: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Copy, PartialEq, Eq)]
 pub enum SnapshotState {
     Creating,
     Available,
     Failed,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ObservedSnapshot {
     pub id: String,
     pub arn: String,
@@ -275,20 +296,20 @@ pub struct ObservedSnapshot {
 }
 
 /// Which kind of AWS Backup job an id names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Serialize, Deserialize, Copy, PartialEq, Eq, Hash)]
 pub enum JobKind {
     Backup,
     Restore,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct JobRef {
     pub kind: JobKind,
     pub id: String,
 }
 
 /// AWS Backup job states (CREATED/PENDING/RUNNING are all "not finished").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Copy, PartialEq, Eq)]
 pub enum JobState {
     Running,
     Completed,
@@ -296,7 +317,7 @@ pub enum JobState {
     Aborted,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ObservedJob {
     pub kind: JobKind,
     pub id: String,
@@ -309,7 +330,7 @@ pub struct ObservedJob {
 }
 
 /// What a successful step produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum StepOutcome {
     Done,
     /// A long job started (or, for a repeated idempotency token, the job already started):
@@ -320,7 +341,7 @@ pub enum StepOutcome {
 }
 
 /// A window of an instance's logs (FilterLogEvents).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LogQuery {
     pub start: Timestamp,
     pub end: Timestamp,
@@ -330,27 +351,27 @@ pub struct LogQuery {
     pub next_token: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LogEvent {
     pub timestamp: Timestamp,
     pub message: String,
     pub log_stream: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LogPage {
     pub events: Vec<LogEvent>,
     pub next_token: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ObservedLogGroup {
     pub name: String,
     pub arn: String,
 }
 
 /// One idempotent change in the cloud. Names come from [`names::ResourceNames`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Step {
     CreateLogGroup {
         name: String,
@@ -485,7 +506,7 @@ impl Step {
 }
 
 /// What a converging instance is waiting for; decides how soon to look again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Serialize, Deserialize, Copy, PartialEq, Eq, Hash)]
 pub enum WaitingOn {
     /// RDS create / start / stop / modify / delete.
     Database,
@@ -504,7 +525,7 @@ pub enum WaitingOn {
 /// (creation time: a deleted-and-recreated instance must not reuse its predecessor's
 /// tokens) and the step's target, never from the clock, so a retried or restarted pass
 /// sends the same token for the same resource.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct ClientToken(String);
 
 impl ClientToken {

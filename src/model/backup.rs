@@ -5,12 +5,14 @@
 //! COMPLETED backup has both `efsRecoveryPointArn` and `rdsSnapshotId`; backup ids sort by
 //! creation time, so listing in id order lists oldest first.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::ids::{InstanceId, InstanceKey, TenantId};
 use super::instance::Timestamp;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum BackupStatus {
     Pending,
@@ -34,21 +36,28 @@ impl BackupStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Backup {
     pub tenant_id: TenantId,
     pub instance_id: InstanceId,
+    #[schema(schema_with = backup_id_schema)]
     pub backup_id: String,
     pub status: BackupStatus,
-    pub requested_at: Timestamp,
-    pub started_at: Option<Timestamp>,
-    pub completed_at: Option<Timestamp>,
+    pub requested_at: DateTime<Utc>,
+    #[schema(required = true)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
+    pub completed_at: Option<DateTime<Utc>>,
     /// Recorded as soon as the job starts, so a restarted controller polls it instead of
     /// starting another.
+    #[schema(required = true)]
     pub efs_backup_job_id: Option<String>,
+    #[schema(required = true)]
     pub efs_recovery_point_arn: Option<String>,
+    #[schema(required = true)]
     pub rds_snapshot_id: Option<String>,
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 
@@ -83,6 +92,21 @@ fn new_backup_id(at: Timestamp) -> String {
     format!("bk-{millis:012x}{}", &random[..8])
 }
 
+/// What [`is_backup_id`] accepts, as the OpenAPI document publishes it.
+pub const BACKUP_ID_PATTERN: &str = "^bk-[0-9a-f]{20}$";
+
+/// The schema of a backup id (see [`BACKUP_ID_PATTERN`]).
+pub fn backup_id_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(BACKUP_ID_PATTERN))
+        .description(Some(
+            "`bk-`, 12 hex digits of the creation time in ms, 8 random hex digits; ids sort \
+             by creation time",
+        ))
+        .build()
+}
+
 /// Backup ids accepted in paths: what `new_backup_id` makes.
 pub fn is_backup_id(s: &str) -> bool {
     s.len() == 23
@@ -107,6 +131,9 @@ mod tests {
         assert!(a.backup_id < b.backup_id);
         assert!(!is_backup_id("bk-../../etc"));
         assert!(!is_backup_id("BK-0000000000000000000"));
+        // BACKUP_ID_PATTERN read literally.
+        assert_eq!(BACKUP_ID_PATTERN, "^bk-[0-9a-f]{20}$");
+        assert_eq!(a.backup_id.len(), "bk-".len() + 20);
     }
 
     #[test]

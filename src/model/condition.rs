@@ -4,11 +4,13 @@
 //! reason or message on an unchanged status keeps the old time, so dashboards can tell how
 //! long an instance has been (not) Ready.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::instance::Timestamp;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum ConditionType {
     /// The instance is in its desired state (serving when ACTIVE, quiesced when SUSPENDED).
     Ready,
@@ -29,7 +31,7 @@ impl ConditionType {
     ];
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum ConditionStatus {
     True,
     False,
@@ -46,7 +48,7 @@ impl From<bool> for ConditionStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -55,7 +57,7 @@ pub struct Condition {
     /// CamelCase machine-readable cause, e.g. `WaitingForDatabase`.
     pub reason: String,
     pub message: String,
-    pub last_transition_time: Timestamp,
+    pub last_transition_time: DateTime<Utc>,
 }
 
 /// What a condition should say now; the time is filled in by [`set_condition`].

@@ -15,6 +15,10 @@ pub const MAX_TENANT_ID_LEN: usize = 63;
 /// Longest instance id accepted.
 pub const MAX_INSTANCE_ID_LEN: usize = 63;
 
+/// What [`check_id`] accepts, as the regular expression the OpenAPI document publishes:
+/// runs of `[a-z0-9]` joined by single hyphens (length is checked separately).
+pub const ID_PATTERN: &str = "^[a-z0-9]+(-[a-z0-9]+)*$";
+
 /// Why an id was rejected; the message names the rule, never echoes a huge input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
@@ -91,7 +95,29 @@ macro_rules! id_type {
                 &self.0
             }
         }
+
+        /// Built from the same constants the parser checks, so the document cannot drift.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                id_schema($max).into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
+}
+
+/// The schema of an id at most `max` characters long.
+pub fn id_schema(max: usize) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(ID_PATTERN))
+        .description(Some(format!(
+            "1–{max} characters: lowercase letters a-z, digits 0-9 and single inner hyphens"
+        )))
+        .build()
 }
 
 id_type!(
@@ -167,6 +193,35 @@ mod tests {
         for ok in ["t1", "blog", "a", "my-blog-2", "0abc", &"a".repeat(63)] {
             assert!(TenantId::parse(ok).is_ok(), "{ok}");
             assert!(InstanceId::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    /// `ID_PATTERN` read literally: non-empty `[a-z0-9]` runs joined by single hyphens.
+    /// Every short string over a small alphabet must be judged alike by it and `check_id`.
+    #[test]
+    fn the_published_pattern_says_what_check_id_does() {
+        assert_eq!(ID_PATTERN, "^[a-z0-9]+(-[a-z0-9]+)*$");
+        let pattern = |s: &str| {
+            s.split('-').all(|run| {
+                !run.is_empty()
+                    && run
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
+        };
+        let alphabet = ['a', '0', '-', 'A', '_'];
+        let mut strings = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = strings
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            strings.extend(longer);
+        }
+        strings.sort();
+        strings.dedup();
+        for s in strings.iter().filter(|s| !s.is_empty()) {
+            assert_eq!(pattern(s), check_id(s, 63).is_ok(), "{s:?}");
         }
     }
 

@@ -11,11 +11,16 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::condition::Condition;
 use super::ids::{InstanceId, InstanceKey, TenantId};
+use super::validate;
 
 /// A point in time, always UTC, always millisecond precision on the wire.
+///
+/// Fields of types the OpenAPI document describes spell it `DateTime<Utc>`: the `ToSchema`
+/// derive recognizes chrono's type by name and cannot see through this alias.
 pub type Timestamp = DateTime<Utc>;
 
 /// Now, truncated to milliseconds so that what we store is what we print.
@@ -90,7 +95,7 @@ pub struct ReconcileRequest {
     pub requested_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Tier {
     Standard,
@@ -123,7 +128,7 @@ impl Tier {
 pub const MIN_DESIRED_COUNT: u32 = 2;
 pub const MAX_DESIRED_COUNT: u32 = 10;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DesiredState {
     #[default]
@@ -142,29 +147,36 @@ impl DesiredState {
 
 /// The desired state of an instance. Unknown fields are rejected so a typo in a manifest is
 /// an error, not a silently ignored setting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Spec {
+    #[schema(schema_with = validate::organization_name_schema)]
     pub organization_name: String,
+    #[schema(schema_with = validate::contact_email_schema)]
     pub contact_email: String,
     pub tier: Tier,
+    /// Defaults to ACTIVE.
     #[serde(default)]
     pub state: DesiredState,
     #[serde(default)]
     pub configuration: Configuration,
-    /// Set by `POST …/restore`; a restore from this backup is wanted.
+    /// Set by `POST …/restore`; a restore from this backup is wanted. Server-managed: a PUT
+    /// keeps the current value whatever it sends.
     #[serde(default)]
     pub restore: Option<RestoreSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Configuration {
     #[serde(default = "default_desired_count")]
+    #[schema(schema_with = configured_desired_count_schema)]
     pub desired_count: u32,
     #[serde(default = "default_wordpress_version")]
+    #[schema(schema_with = wordpress_version_schema)]
     pub wordpress_version: String,
     #[serde(default = "default_php_version")]
+    #[schema(schema_with = php_version_schema)]
     pub php_version: String,
 }
 
@@ -178,6 +190,51 @@ fn default_php_version() -> String {
     "8.2".into()
 }
 
+// The schemas below are built from the constants and defaults validation uses, so the
+// OpenAPI document states the real limits.
+
+/// `desiredCount`: the platform range, and each tier's ceiling in the description.
+pub fn desired_count_schema() -> utoipa::openapi::schema::Object {
+    desired_count_builder().build()
+}
+
+fn configured_desired_count_schema() -> utoipa::openapi::schema::Object {
+    desired_count_builder()
+        .default(Some(default_desired_count().into()))
+        .build()
+}
+
+fn desired_count_builder() -> utoipa::openapi::schema::ObjectBuilder {
+    let tiers: Vec<String> = Tier::ALL
+        .iter()
+        .map(|t| format!("{} ≤ {}", t.as_str(), t.max_desired_count()))
+        .collect();
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .minimum(Some(MIN_DESIRED_COUNT))
+        .maximum(Some(MAX_DESIRED_COUNT))
+        .description(Some(format!(
+            "ECS tasks to run. The tier caps it: {}.",
+            tiers.join(", ")
+        )))
+}
+
+fn wordpress_version_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(validate::VERSION_PATTERN))
+        .default(Some(default_wordpress_version().into()))
+        .build()
+}
+
+fn php_version_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(validate::SUPPORTED_PHP_VERSIONS))
+        .default(Some(default_php_version().into()))
+        .build()
+}
+
 impl Default for Configuration {
     fn default() -> Self {
         Self {
@@ -188,7 +245,7 @@ impl Default for Configuration {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestoreSpec {
     pub backup_id: String,
@@ -196,7 +253,7 @@ pub struct RestoreSpec {
 }
 
 /// The platform's lifecycle names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Phase {
     #[default]
@@ -245,7 +302,7 @@ impl Phase {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub phase: Phase,
@@ -254,8 +311,11 @@ pub struct Status {
     pub conditions: Vec<Condition>,
     pub replicas: Replicas,
     pub resources: Resources,
-    pub last_reconcile_at: Option<Timestamp>,
+    #[schema(required = true)]
+    pub last_reconcile_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub last_handled_reconcile_request: Option<String>,
+    #[schema(required = true)]
     pub last_error: Option<LastError>,
     /// The latest restore: present from the first restore request on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -263,7 +323,7 @@ pub struct Status {
 }
 
 /// Progress of the restore that `spec.restore` asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreStatus {
     pub request_id: String,
@@ -271,12 +331,16 @@ pub struct RestoreStatus {
     pub stage: RestoreStage,
     /// 0–100.
     pub progress: u8,
-    pub started_at: Timestamp,
-    pub completed_at: Option<Timestamp>,
+    pub started_at: DateTime<Utc>,
+    #[schema(required = true)]
+    pub completed_at: Option<DateTime<Utc>>,
     /// Recorded as soon as the AWS Backup restore job starts (see `Backup`).
+    #[schema(required = true)]
     pub efs_restore_job_id: Option<String>,
     /// The data generation in use before this restore; in use again if it fails.
+    #[schema(required = true)]
     pub previous_epoch: Option<String>,
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 
@@ -286,7 +350,7 @@ impl RestoreStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RestoreStage {
     /// Scaling the service to zero so nothing writes during the restore.
@@ -303,7 +367,7 @@ pub enum RestoreStage {
 }
 
 /// ECS task counts as last seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Replicas {
     pub desired: u32,
@@ -312,7 +376,7 @@ pub struct Replicas {
 }
 
 /// What the reconciler found or created, by id. Each entry is absent until seen.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -327,25 +391,26 @@ pub struct Resources {
     pub final_snapshot: Option<ResourceRef>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceRef {
     pub id: String,
     pub arn: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseStatus {
     pub id: String,
     pub arn: String,
     /// RDS's own status word (`available`, `stopped`, …).
     pub status: String,
+    #[schema(required = true)]
     pub endpoint: Option<String>,
     pub instance_class: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceStatus {
     pub name: String,
@@ -359,10 +424,11 @@ pub struct ServiceStatus {
     /// service is changing and when its counts change, not on every steady-state resync
     /// (that would cost two ECS calls per instance per resync).
     pub tasks: Vec<TaskStatus>,
-    pub tasks_observed_at: Option<Timestamp>,
+    #[schema(required = true)]
+    pub tasks_observed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskStatus {
     pub id: String,
@@ -370,21 +436,23 @@ pub struct TaskStatus {
     pub status: String,
     /// ECS `healthStatus`: `HEALTHY`, `UNHEALTHY`, `UNKNOWN`.
     pub health: String,
-    pub started_at: Option<Timestamp>,
+    #[schema(required = true)]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// The error of the last pass, if it failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LastError {
     /// A stable code, e.g. `ThrottlingException`, `ServiceUnavailable`, `InvalidParameter`.
     pub code: String,
     pub message: String,
     /// The step that failed, if a step did.
+    #[schema(required = true)]
     pub step: Option<String>,
     /// Whether the reconciler expects a retry to succeed without a person acting.
     pub retryable: bool,
-    pub at: Timestamp,
+    pub at: DateTime<Utc>,
 }
 
 #[cfg(test)]

@@ -10,19 +10,25 @@ mod ids;
 mod instance;
 mod validate;
 
-pub use backup::{Backup, BackupStatus, is_backup_id};
+pub use backup::{BACKUP_ID_PATTERN, Backup, BackupStatus, backup_id_schema, is_backup_id};
 pub use condition::{
     Condition, ConditionStatus, ConditionType, ConditionUpdate, find_condition, is_true,
     set_condition,
 };
-pub use ids::{IdError, InstanceId, InstanceKey, MAX_INSTANCE_ID_LEN, MAX_TENANT_ID_LEN, TenantId};
+pub use ids::{
+    ID_PATTERN, IdError, InstanceId, InstanceKey, MAX_INSTANCE_ID_LEN, MAX_TENANT_ID_LEN, TenantId,
+    id_schema,
+};
 pub use instance::{
     Configuration, DatabaseStatus, DesiredState, Instance, LastError, MAX_DESIRED_COUNT,
     MIN_DESIRED_COUNT, Metadata, Phase, ReconcileRequest, Replicas, ResourceRef, Resources,
     RestoreSpec, RestoreStage, RestoreStatus, ServiceStatus, Spec, Status, TaskStatus, Tier,
-    Timestamp, now,
+    Timestamp, desired_count_schema, now,
 };
-pub use validate::{FieldError, SUPPORTED_PHP_VERSIONS, check_desired_count, validate_spec};
+pub use validate::{
+    FieldError, SUPPORTED_PHP_VERSIONS, VERSION_PATTERN, check_desired_count, contact_email_schema,
+    organization_name_schema, validate_spec,
+};
 
 /// Why a desired-state change was refused. Each variant maps to one API error code; a
 /// refused change writes nothing.

@@ -4,11 +4,12 @@
 //! module checks what serde cannot: ranges, formats, tier limits and lifecycle rules.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::instance::{MAX_DESIRED_COUNT, MIN_DESIRED_COUNT, Spec};
 
 /// One invalid field, named by its JSON path (e.g. `configuration.desiredCount`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -26,8 +27,31 @@ impl FieldError {
 /// PHP versions the WordPress images are built for.
 pub const SUPPORTED_PHP_VERSIONS: [&str; 3] = ["8.1", "8.2", "8.3"];
 
-const MAX_ORGANIZATION_NAME: usize = 200;
-const MAX_EMAIL: usize = 254;
+pub const MAX_ORGANIZATION_NAME: usize = 200;
+pub const MAX_EMAIL: usize = 254;
+
+/// What `is_version` accepts, as the OpenAPI document publishes it: two or three dot-separated
+/// groups of one to three digits.
+pub const VERSION_PATTERN: &str = r"^[0-9]{1,3}(\.[0-9]{1,3}){1,2}$";
+
+pub fn organization_name_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_ORGANIZATION_NAME))
+        .description(Some("Not blank, no control characters."))
+        .build()
+}
+
+pub fn contact_email_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+            utoipa::openapi::schema::KnownFormat::Email,
+        )))
+        .max_length(Some(MAX_EMAIL))
+        .build()
+}
 
 /// Every problem with a spec, in field order; empty when valid.
 pub fn validate_spec(spec: &Spec) -> Vec<FieldError> {

@@ -3,12 +3,15 @@
 //! * `plan`: the pure `plan(desired, observed) -> Plan`;
 //! * `status`: the pure composition of the status a pass writes back;
 //! * `queue`: the per-key work queue (dedup, one pass per key, backoff, priorities);
-//! * `runner`: the shell that observes in batches, executes steps and writes status.
+//! * `runner`: the shell that observes in batches, executes steps and writes status;
+//! * `shards`: which instances this replica may reconcile (shard leases with fencing).
 
 pub mod plan;
 mod queue;
 mod runner;
+pub mod shards;
 pub mod status;
 
 pub use queue::{Backoff, Outcome, Priority, QueueStats, WorkQueue};
 pub use runner::{Reconciler, RunConfig, Trigger};
+pub use shards::{ShardSettings, Shards};

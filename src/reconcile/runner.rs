@@ -5,6 +5,7 @@
 //! converging one looks again after the cloud's poll interval, a converged one waits for
 //! a trigger or the periodic resync.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::cloud::{ClientToken, Cloud, CloudError, JobKind, JobRef, Observed, Step, StepOutcome};
+use crate::cloud::{
+    CALL_CONTEXT, CallContext, ClientToken, Cloud, CloudError, JobKind, JobRef, Observed, Step,
+    StepOutcome,
+};
 use crate::model::{
     Backup, BackupStatus, ConditionType, ConditionUpdate, Instance, InstanceKey, Phase, Status,
     now, set_condition,
@@ -23,6 +27,7 @@ use crate::store::{BackupPageRequest, PageRequest, Store, StoreError};
 
 use super::plan::{Plan, PlanInput, data_generation, plan};
 use super::queue::{Backoff, Outcome, Priority, WorkQueue};
+use super::shards::Shards;
 use super::status::{PassError, PassOutcome, next_status, should_list_tasks};
 
 #[derive(Debug, Clone)]
@@ -83,17 +88,29 @@ pub struct Reconciler {
     store: Arc<dyn Store>,
     cloud: Arc<dyn Cloud>,
     queue: Arc<WorkQueue>,
+    /// Which instances this replica may reconcile (all of them, or leased shards).
+    shards: Arc<Shards>,
     config: RunConfig,
 }
 
 impl Reconciler {
-    pub fn new(store: Arc<dyn Store>, cloud: Arc<dyn Cloud>, config: RunConfig) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cloud: Arc<dyn Cloud>,
+        shards: Arc<Shards>,
+        config: RunConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             cloud,
             queue: Arc::new(WorkQueue::new(config.backoff)),
+            shards,
             config,
         })
+    }
+
+    pub fn shards(&self) -> &Shards {
+        &self.shards
     }
 
     pub fn trigger(&self) -> Trigger {
@@ -109,7 +126,16 @@ impl Reconciler {
     /// Runs until `shutdown`, then waits for passes in flight to finish.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
+        let this = self.clone();
+        let on_gain = move |shards: Vec<u32>| {
+            let this = this.clone();
+            tokio::spawn(async move { this.enqueue_shards(&shards).await });
+        };
+        tracker.spawn(self.shards.clone().run(on_gain, shutdown.clone()));
         tracker.spawn(self.clone().resync_loop(shutdown.clone()));
+        if let Some(every) = self.shards.pending_poll() {
+            tracker.spawn(self.clone().pending_loop(every, shutdown.clone()));
+        }
         // Observation is shared by a batch; steps and status writes are per pass. Two caps:
         // batches in flight (bounds describe calls and keys held running), and passes in
         // flight (bounds mutating calls and store writes).
@@ -156,6 +182,17 @@ impl Reconciler {
     async fn run_batch(self: Arc<Self>, batch: Vec<InstanceKey>, workers: Arc<Semaphore>) {
         let mut live = Vec::with_capacity(batch.len());
         for key in batch {
+            // Another replica owns it (an API write landed here); the owner picks it up
+            // from the pending index.
+            if !self.shards.owns(&key) {
+                self.queue.done(
+                    &key,
+                    Outcome::Success {
+                        requeue_after: None,
+                    },
+                );
+                continue;
+            }
             match self.store.get(&key).await {
                 Ok(Some(inst)) => live.push(inst),
                 Ok(None) => self.queue.done(
@@ -174,7 +211,8 @@ impl Reconciler {
             return;
         }
         let keys: Vec<InstanceKey> = live.iter().map(Instance::key).collect();
-        match self.cloud.observe(&keys).await {
+        let observe = CALL_CONTEXT.scope(self.call_context(None), self.cloud.observe(&keys));
+        match observe.await {
             Ok(observed) => {
                 let passes = live
                     .into_iter()
@@ -204,8 +242,20 @@ impl Reconciler {
             instance_id = %key.instance_id,
             generation = inst.metadata.generation
         );
-        let outcome = self.reconcile(inst, obs).instrument(span).await;
+        let ctx = self.call_context(Some(&key));
+        let outcome = CALL_CONTEXT
+            .scope(ctx, self.reconcile(inst, obs))
+            .instrument(span)
+            .await;
         self.queue.done(&key, outcome);
+    }
+
+    /// Who is calling the cloud: this replica and, for one instance, its shard's fence.
+    fn call_context(&self, key: Option<&InstanceKey>) -> CallContext {
+        CallContext {
+            replica: self.shards.replica_id().map(str::to_owned),
+            fence: key.and_then(|k| self.shards.fence(k)).map(|f| f.token),
+        }
     }
 
     async fn reconcile(&self, inst: Instance, mut obs: Observed) -> Outcome {
@@ -235,6 +285,13 @@ impl Reconciler {
         };
         let plan = plan(&input, &obs);
         let mut backups = context.backups.clone();
+        // The lease may have run out while observing; never act on a shard we lost.
+        if !self.shards.owns(&key) {
+            warn!("shard lease lost before acting; leaving the instance to its new owner");
+            return Outcome::Success {
+                requeue_after: None,
+            };
+        }
         if outcome.error.is_none() {
             outcome.error = self
                 .execute(&inst, &plan, &mut backups, &mut outcome.started_restore_job)
@@ -324,8 +381,23 @@ impl Reconciler {
         generation: u64,
         status: Status,
     ) -> Option<Outcome> {
-        match self.store.write_status(key, generation, status, None).await {
+        let fence = self.shards.fence(key);
+        match self
+            .store
+            .write_status(key, generation, status, fence)
+            .await
+        {
             Ok(()) => None,
+            // Someone else took the shard over: this pass's view no longer counts.
+            Err(StoreError::Fenced { shard, token }) => {
+                warn!(
+                    shard,
+                    token, "status write fenced off: the shard has a new owner"
+                );
+                Some(Outcome::Success {
+                    requeue_after: None,
+                })
+            }
             // Purged meanwhile: nothing left to do for this key.
             Err(StoreError::NotFound(_)) => Some(Outcome::Success {
                 requeue_after: None,
@@ -468,7 +540,12 @@ impl Reconciler {
         set_condition(&mut status.conditions, synced, at);
         if let Err(e) = self
             .store
-            .write_status(&inst.key(), inst.metadata.generation, status, None)
+            .write_status(
+                &inst.key(),
+                inst.metadata.generation,
+                status,
+                self.shards.fence(&inst.key()),
+            )
             .await
         {
             debug!(error = %e, "status write after failed observation");
@@ -495,33 +572,93 @@ impl Reconciler {
         }
     }
 
-    /// Queues every instance: unconverged ones (work a restart interrupted) ahead of the
-    /// drift check of converged ones. Purges DEPROVISIONED records past retention.
+    /// Queues every instance this replica owns: unconverged ones (work a restart
+    /// interrupted) ahead of the drift check of converged ones. Purges DEPROVISIONED
+    /// records past retention.
     async fn enqueue_all(&self, startup: bool) -> Result<(), StoreError> {
-        let mut page = PageRequest {
-            limit: 500,
-            after: None,
-        };
+        let held = self.shards.held();
+        let shards = self.shards.is_leasing().then_some(held.as_slice());
+        let (queued, converging) = self.enqueue_listing(shards).await?;
+        info!(queued, converging, shards = held.len(), startup, "resync");
+        Ok(())
+    }
+
+    /// Queues the instances of newly acquired shards.
+    async fn enqueue_shards(&self, shards: &[u32]) {
+        match self.enqueue_listing(Some(shards)).await {
+            Ok((queued, converging)) => {
+                info!(
+                    queued,
+                    converging,
+                    shards = shards.len(),
+                    "queued newly held shards"
+                )
+            }
+            Err(e) => warn!(error = %e, "listing newly held shards failed; the resync will"),
+        }
+    }
+
+    /// Lists instances (of `shards`, or all) and queues them by urgency.
+    async fn enqueue_listing(&self, shards: Option<&[u32]>) -> Result<(usize, usize), StoreError> {
         let (mut queued, mut converging) = (0usize, 0usize);
-        loop {
-            let result = self.store.list(None, page.clone()).await?;
-            for inst in &result.items {
-                match self.resync_priority(inst).await {
-                    Some(p) => {
+        let lists: Vec<Option<u32>> = match shards {
+            Some(list) => list.iter().copied().map(Some).collect(),
+            None => vec![None],
+        };
+        for shard in lists {
+            let mut page = PageRequest {
+                limit: 500,
+                after: None,
+            };
+            loop {
+                let result = match shard {
+                    Some(n) => self.store.list_shard(n, page.clone()).await?,
+                    None => self.store.list(None, page.clone()).await?,
+                };
+                for inst in &result.items {
+                    if let Some(p) = self.resync_priority(inst).await {
                         queued += 1;
                         converging += usize::from(p != Priority::Resync);
                         self.queue.add(inst.key(), p, Duration::ZERO);
                     }
-                    None => continue,
+                }
+                match result.next {
+                    Some(next) => page.after = Some(next),
+                    None => break,
                 }
             }
-            match result.next {
-                Some(next) => page.after = Some(next),
-                None => break,
+        }
+        Ok((queued, converging))
+    }
+
+    /// Polls the store's pending index for work written through other replicas (or before
+    /// a takeover), and queues what is new for shards this replica holds. A marker it has
+    /// seen is not queued again: a converging instance keeps its own requeue schedule.
+    async fn pending_loop(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let mut seen: HashMap<InstanceKey, String> = HashMap::new();
+        loop {
+            match self.store.pending(10_000).await {
+                Ok(items) => {
+                    let mut still = HashMap::with_capacity(items.len());
+                    for item in items {
+                        if !self.shards.owns_shard(item.shard) {
+                            continue;
+                        }
+                        if seen.get(&item.key) != Some(&item.marker) {
+                            self.queue
+                                .add(item.key.clone(), Priority::User, Duration::ZERO);
+                        }
+                        still.insert(item.key, item.marker);
+                    }
+                    seen = still;
+                }
+                Err(e) => warn!(error = %e, "polling the pending index failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.cancelled() => return,
             }
         }
-        info!(queued, converging, startup, "resync");
-        Ok(())
     }
 
     async fn resync_priority(&self, inst: &Instance) -> Option<Priority> {

@@ -209,6 +209,12 @@ pub struct CallRecord {
     pub mutating: bool,
     /// `ok`, `throttled` or `error`.
     pub outcome: &'static str,
+    /// The controller replica that made the call, when it said (remote callers do).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// The fencing token of the instance's shard lease the caller held, when it said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence: Option<u64>,
 }
 
 /// Admission, faults and the books; one per [`super::SimCloud`], behind a mutex.
@@ -294,6 +300,7 @@ impl CallBook {
         if self.log.len() >= MAX_CALL_LOG {
             self.log.pop_front();
         }
+        let ctx = crate::cloud::call_context();
         self.log.push_back(CallRecord {
             at: now_ms(),
             service: api.service.name(),
@@ -301,6 +308,8 @@ impl CallBook {
             instance: instance.map(str::to_owned),
             mutating: api.mutating,
             outcome,
+            caller: ctx.replica,
+            fence: ctx.fence,
         });
     }
 
