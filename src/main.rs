@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use wpfleet::api::auth::{Auth, Verifier, dev_claims};
-use wpfleet::server::{self, AuthSettings, ServeConfig};
+use wpfleet::reconcile::ShardSettings;
+use wpfleet::server::{self, AuthSettings, CloudChoice, ServeConfig, SimCloudConfig};
 use wpfleet::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -30,6 +31,8 @@ enum Command {
     Serve(ServeArgs),
     /// Print a development token signed with an HS256 secret (the one `serve` uses).
     Token(TokenArgs),
+    /// Serve a simulated cloud over HTTP for several `serve --cloud sim-remote` replicas.
+    SimCloud(SimCloudArgs),
     /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves), or with
     /// `--markdown` the reference in docs/API.md.
     Openapi(OpenapiArgs),
@@ -42,6 +45,31 @@ struct OpenapiArgs {
     /// Print the Markdown reference instead of the JSON document.
     #[arg(long)]
     markdown: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct SimCloudArgs {
+    /// Address to listen on (no authentication: keep it on loopback).
+    #[arg(long, env = "WPFLEET_SIM_LISTEN", default_value = "127.0.0.1:9090")]
+    listen: SocketAddr,
+    /// Directory of the simulated cloud's inventory (`sim-cloud.redb`).
+    #[arg(long, env = "WPFLEET_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Divides every simulated duration.
+    #[arg(long, env = "WPFLEET_SIM_SPEED", default_value_t = 1.0)]
+    sim_speed: f64,
+    /// Log format.
+    #[arg(long, env = "WPFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+/// `--cloud`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CloudKind {
+    /// The simulated cloud in this process (persisted in the data dir).
+    Sim,
+    /// A simulated cloud served by `wpfleet sim-cloud` (see `--sim-url`).
+    SimRemote,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +144,32 @@ struct ServeArgs {
     /// Required `aud` claim, if set.
     #[arg(long, env = "WPFLEET_JWT_AUDIENCE")]
     jwt_audience: Option<String>,
+
+    /// The cloud to reconcile against.
+    #[arg(long, env = "WPFLEET_CLOUD", value_enum, default_value_t = CloudKind::Sim)]
+    cloud: CloudKind,
+
+    /// URL of `wpfleet sim-cloud`, with `--cloud sim-remote`.
+    #[arg(long, env = "WPFLEET_SIM_URL", required_if_eq("cloud", "sim-remote"))]
+    sim_url: Option<String>,
+
+    /// Lease shards of instances among replicas (needed when several replicas share a
+    /// store). This replica's name in the leases; default: host name and process id.
+    #[arg(long, env = "WPFLEET_REPLICA_ID")]
+    replica_id: Option<String>,
+
+    /// Take part in shard leasing even without `--replica-id`.
+    #[arg(long, env = "WPFLEET_LEASE_SHARDS")]
+    lease_shards: bool,
+
+    /// How long a shard lease lasts without renewal; a dead replica's shards are taken
+    /// over after about this long.
+    #[arg(long, env = "WPFLEET_LEASE_TTL", default_value = "15s", value_parser = parse_duration)]
+    lease_ttl: Duration,
+
+    /// How often the pending index is polled for work written through other replicas.
+    #[arg(long, env = "WPFLEET_PENDING_POLL", default_value = "1s", value_parser = parse_duration)]
+    pending_poll: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -142,6 +196,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
             Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
+            Command::SimCloud(args) => sim_cloud(args).await.map(|()| ExitCode::SUCCESS),
             Command::Openapi(args) => {
                 openapi(args);
                 Ok(ExitCode::SUCCESS)
@@ -173,15 +228,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             issuer: args.jwt_issuer,
             audience: args.jwt_audience,
         },
+        cloud: match (args.cloud, args.sim_url) {
+            (CloudKind::SimRemote, Some(url)) => CloudChoice::SimRemote { url },
+            _ => CloudChoice::Sim,
+        },
+        shards: (args.lease_shards || args.replica_id.is_some()).then(|| {
+            let mut settings =
+                ShardSettings::new(args.replica_id.unwrap_or_else(default_replica_id));
+            settings.lease_ttl = args.lease_ttl;
+            settings.pending_poll = args.pending_poll;
+            settings
+        }),
         ..ServeConfig::default()
     };
     let running = server::start(config.clone()).await?;
     println!("wpfleet is serving on {}", running.url());
+    let cloud = match &config.cloud {
+        CloudChoice::Sim => format!("simulated (speed x{})", config.sim_speed),
+        CloudChoice::SimRemote { url } => format!("simulated, served by {url}"),
+    };
     println!(
-        "  store: embedded ({}), cloud: simulated (speed x{})",
-        config.data_dir.display(),
-        config.sim_speed
+        "  store: embedded ({}), cloud: {cloud}",
+        config.data_dir.display()
     );
+    if let Some(shards) = &config.shards {
+        println!("  replica: {} (leasing shards)", shards.replica_id);
+    }
     if let Some(token) = &running.dev_token {
         println!("  development operator token (valid 24h):");
         println!("  export WPFLEET_TOKEN={token}");
@@ -194,6 +266,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: finishing passes in flight");
+        token.cancel();
+    });
+    running.wait().await;
+    Ok(())
+}
+
+/// `host-pid`: unique per process, recognisable in leases and logs.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "replica".into());
+    format!("{host}-{}", std::process::id())
+}
+
+async fn sim_cloud(args: SimCloudArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let running = server::start_sim_cloud(SimCloudConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        sim_speed: args.sim_speed,
+    })
+    .await?;
+    println!("wpfleet sim-cloud is serving on {}", running.url());
+    println!(
+        "  replicas: wpfleet serve --cloud sim-remote --sim-url {}",
+        running.url()
+    );
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
         token.cancel();
     });
     running.wait().await;

@@ -128,11 +128,7 @@ impl Running {
 }
 
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
-    anyhow::ensure!(
-        config.sim_speed.is_finite() && config.sim_speed > 0.0 && config.sim_speed <= 100_000.0,
-        "--sim-speed must be a number above 0 and at most 100000 (got {})",
-        config.sim_speed
-    );
+    check_sim_speed(config.sim_speed)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(
@@ -250,4 +246,84 @@ async fn build_auth(settings: &AuthSettings) -> anyhow::Result<Auth> {
         }
         None => Ok(Auth::generated().0),
     }
+}
+
+/// `wpfleet sim-cloud`: a simulated cloud served over HTTP for several controller
+/// replicas (`serve --cloud sim-remote`), with its `/v1.0/sim` introspection routes. No
+/// authentication: it is a development and test tool; bind it to loopback.
+pub struct SimCloudConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub sim_speed: f64,
+}
+
+pub struct RunningSimCloud {
+    pub addr: SocketAddr,
+    pub sim: Arc<SimCloud>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl RunningSimCloud {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn wait(self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+pub async fn start_sim_cloud(config: SimCloudConfig) -> anyhow::Result<RunningSimCloud> {
+    check_sim_speed(config.sim_speed)?;
+    let sim = Arc::new(
+        SimCloud::open(
+            &config.data_dir,
+            SimConfig {
+                speed: config.sim_speed,
+                ..SimConfig::default()
+            },
+        )
+        .with_context(|| {
+            format!(
+                "opening the simulated cloud in {}",
+                config.data_dir.display()
+            )
+        })?,
+    );
+    let served: Arc<dyn Cloud> = sim.clone();
+    let router = crate::cloud::remote::router(served)
+        .merge(api::sim::routes().with_state(api::sim::SimHandle(Some(sim.clone()))));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "simulated cloud server failed");
+        }
+    });
+    Ok(RunningSimCloud {
+        addr,
+        sim,
+        shutdown,
+        tasks,
+    })
+}
+
+fn check_sim_speed(speed: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        speed.is_finite() && speed > 0.0 && speed <= 100_000.0,
+        "--sim-speed must be a number above 0 and at most 100000 (got {speed})"
+    );
+    Ok(())
 }

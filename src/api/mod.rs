@@ -15,7 +15,7 @@ mod health;
 mod instances;
 mod logs;
 pub mod openapi;
-mod sim;
+pub mod sim;
 mod verbs;
 pub mod views;
 

@@ -8,7 +8,9 @@
 use std::borrow::Cow;
 
 use axum::Router;
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
@@ -23,7 +25,23 @@ use super::extract::{InstancePath, JsonBody};
 use super::openapi::documented_errors;
 use crate::cloud::sim::{Faults, SimCloud, SimError};
 
-pub fn routes() -> Router<AppState> {
+/// The simulated cloud a handler acts on; `None` when the server runs on another cloud.
+#[derive(Clone)]
+pub struct SimHandle(pub Option<Arc<SimCloud>>);
+
+impl FromRef<AppState> for SimHandle {
+    fn from_ref(app: &AppState) -> Self {
+        SimHandle(app.sim.clone())
+    }
+}
+
+/// The `/v1.0/sim` routes, for any router state that can hand out the simulated cloud
+/// (the API's, or `wpfleet sim-cloud`'s own).
+pub fn routes<S>() -> Router<S>
+where
+    SimHandle: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
         .route("/v1.0/sim/inventory", get(inventory))
         .route("/v1.0/sim/stats", get(stats))
@@ -35,8 +53,9 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-fn sim(app: &AppState) -> Result<&SimCloud, ApiError> {
-    app.sim
+fn sim(handle: &SimHandle) -> Result<&SimCloud, ApiError> {
+    handle
+        .0
         .as_deref()
         .ok_or_else(|| ApiError::RouteNotFound("/v1.0/sim".into()))
 }
@@ -59,7 +78,7 @@ documented_errors!(ReadErrors = [NotFound]);
         ReadErrors,
     )
 )]
-pub async fn inventory(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn inventory(State(app): State<SimHandle>) -> Result<Response, ApiError> {
     Ok(axum::Json(sim(&app)?.inventory()).into_response())
 }
 
@@ -76,7 +95,7 @@ pub async fn inventory(State(app): State<AppState>) -> Result<Response, ApiError
         ReadErrors,
     )
 )]
-pub async fn stats(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn stats(State(app): State<SimHandle>) -> Result<Response, ApiError> {
     Ok(axum::Json(sim(&app)?.stats()).into_response())
 }
 
@@ -94,7 +113,7 @@ pub async fn stats(State(app): State<AppState>) -> Result<Response, ApiError> {
         ReadErrors,
     )
 )]
-pub async fn calls(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn calls(State(app): State<SimHandle>) -> Result<Response, ApiError> {
     Ok(axum::Json(sim(&app)?.call_log()).into_response())
 }
 
@@ -161,7 +180,7 @@ documented_errors!(
     )
 )]
 pub async fn set_faults(
-    State(app): State<AppState>,
+    State(app): State<SimHandle>,
     JsonBody(faults): JsonBody<Faults>,
 ) -> Result<Response, ApiError> {
     for (field, rate) in [
@@ -238,7 +257,7 @@ documented_errors!(
     responses((status = 200, description = "Applied.", body = DriftApplied), DriftErrors)
 )]
 pub async fn drift(
-    State(app): State<AppState>,
+    State(app): State<SimHandle>,
     InstancePath(key): InstancePath,
     JsonBody(d): JsonBody<Drift>,
 ) -> Result<Response, ApiError> {
