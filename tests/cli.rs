@@ -620,14 +620,16 @@ async fn backup_then_restore_from_it() {
     let srv = TestServer::start().await;
     apply_examples(&srv).await;
     let run = wpfleet(&srv, &["backup", "acme", "blog", "--wait"]).await;
+    // Only the id on stdout, so `ID=$(wpfleet backup … --wait)` works; progress on stderr.
     let lines = run.ok().lines();
+    assert_eq!(lines.len(), 1, "{run:#?}");
     let backup_id = lines[0].to_owned();
     assert!(
         !backup_id.is_empty() && !backup_id.contains(' '),
         "{run:#?}"
     );
     assert_eq!(
-        lines.last().copied(),
+        run.stderr.lines().last(),
         Some(format!("backup {backup_id}: COMPLETED").as_str()),
         "{run:#?}"
     );

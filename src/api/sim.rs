@@ -187,6 +187,7 @@ pub async fn set_faults(
         ("throttleRate", faults.throttle_rate),
         ("errorRate", faults.error_rate),
         ("latencySpikeRate", faults.latency_spike_rate),
+        ("backupFailureRate", faults.backup_failure_rate),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(ApiError::field(field, "must be between 0 and 1"));
@@ -223,6 +224,11 @@ pub struct Drift {
     #[serde(default)]
     #[schema(nullable = false)]
     pub kill_tasks: Option<u32>,
+    /// "WordPress writes" this content into the instance's files and database, so a
+    /// backup and restore can be checked by what the site serves afterwards.
+    #[serde(default)]
+    #[schema(max_length = 1000, nullable = false)]
+    pub write_data: Option<String>,
 }
 
 /// The 200 of a drift.
@@ -280,6 +286,15 @@ pub async fn drift(
     }
     if let Some(n) = d.kill_tasks {
         sim.kill_tasks(&key, n.min(100)).map_err(not_found)?;
+    }
+    if let Some(data) = &d.write_data {
+        if data.chars().count() > 1000 {
+            return Err(ApiError::field(
+                "writeData",
+                "must be at most 1000 characters",
+            ));
+        }
+        sim.write_data(&key, data).map_err(not_found)?;
     }
     Ok(axum::Json(DriftApplied { applied: true }).into_response())
 }

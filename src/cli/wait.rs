@@ -360,7 +360,7 @@ pub async fn until_backup_done(
             Ok(b) => {
                 let status = str_at(&b, "/status").to_owned();
                 if status != seen {
-                    output::print(&format!("backup {}: {}", clean(backup_id), clean(&status)));
+                    output::eprint(&format!("backup {}: {}", clean(backup_id), clean(&status)));
                     seen = status;
                 }
                 if seen == "FAILED" {

@@ -43,6 +43,7 @@ pub(super) struct Source {
     stream: String,
     seed: u64,
     version: String,
+    php: String,
     running_at: Millis,
     stop_at: Option<Millis>,
 }
@@ -96,6 +97,7 @@ impl Source {
             stream: format!("wordpress/wordpress/{task_id}"),
             seed: stable_hash(task_id),
             version: wordpress_version(image),
+            php: php_version(image),
             running_at,
             stop_at,
         }
@@ -148,8 +150,9 @@ impl Source {
         } else if n == 0 {
             format!(
                 "[{}] [mpm_prefork:notice] [pid 1] AH00163: Apache/2.4.62 (Debian) \
-                 PHP/8.3 configured -- WordPress {} ready",
+                 PHP/{} configured -- WordPress {} ready",
                 error_log_time(ts),
+                self.php,
                 self.version
             )
         } else {
@@ -239,6 +242,17 @@ impl Source {
 /// An index below `len` from a draw (`len` > 0).
 fn pick(r: u64, len: usize) -> usize {
     usize::try_from(r % len as u64).unwrap_or(0)
+}
+
+/// `8.3` of `wordpress:6.6-php8.3-apache`; `8.x` when the tag does not say.
+fn php_version(image: &str) -> String {
+    image
+        .split("-php")
+        .nth(1)
+        .and_then(|rest| rest.split('-').next())
+        .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        .unwrap_or("8.x")
+        .to_owned()
 }
 
 /// `6.6` of `wordpress:6.6-php8.3`; `6.x` when the tag is not a version.
@@ -459,5 +473,7 @@ mod tests {
         assert_eq!(wordpress_version("wordpress:latest"), "6.x");
         assert_eq!(wordpress_version("registry:5000/wordpress"), "6.x");
         assert_eq!(wordpress_version("wordpress"), "6.x");
+        assert_eq!(php_version("wordpress:6.6-php8.2-apache"), "8.2");
+        assert_eq!(php_version("wordpress:6.6"), "8.x");
     }
 }
