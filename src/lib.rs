@@ -16,6 +16,7 @@
 pub mod api;
 pub mod cli;
 pub mod cloud;
+pub mod metrics;
 pub mod model;
 pub mod reconcile;
 pub mod server;

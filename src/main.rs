@@ -167,6 +167,11 @@ struct ServeArgs {
     #[arg(long, env = "WPFLEET_LEASE_TTL", default_value = "15s", value_parser = parse_duration)]
     lease_ttl: Duration,
 
+    /// An instance not converged for longer than this counts as stuck
+    /// (`wpfleet_instances_stuck`, the stuck alert).
+    #[arg(long, env = "WPFLEET_STUCK_AFTER", default_value = "15m", value_parser = parse_duration)]
+    stuck_after: Duration,
+
     /// How often the pending index is polled for work written through other replicas.
     #[arg(long, env = "WPFLEET_PENDING_POLL", default_value = "1s", value_parser = parse_duration)]
     pending_poll: Duration,
@@ -239,6 +244,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             settings.pending_poll = args.pending_poll;
             settings
         }),
+        stuck_after: args.stuck_after,
         ..ServeConfig::default()
     };
     let running = server::start(config.clone()).await?;

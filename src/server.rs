@@ -18,6 +18,7 @@ use crate::api::{self, AppState};
 use crate::cloud::Cloud;
 use crate::cloud::remote::RemoteCloud;
 use crate::cloud::sim::{SimCloud, SimConfig};
+use crate::metrics::Metrics;
 use crate::reconcile::{Backoff, Reconciler, RunConfig, ShardSettings, Shards};
 use crate::store::{EmbeddedStore, Store};
 
@@ -33,6 +34,8 @@ pub struct ServeConfig {
     pub backoff: Backoff,
     pub auth: AuthSettings,
     pub cloud: CloudChoice,
+    /// An instance not converged for longer than this counts as stuck.
+    pub stuck_after: Duration,
     /// Shard leasing for several replicas on a shared store; `None`: this process owns
     /// every instance (the embedded store cannot be shared anyway).
     pub shards: Option<ShardSettings>,
@@ -75,6 +78,7 @@ impl Default for ServeConfig {
             backoff: Backoff::default(),
             auth: AuthSettings::default(),
             cloud: CloudChoice::Sim,
+            stuck_after: Duration::from_secs(15 * 60),
             shards: None,
         }
     }
@@ -145,9 +149,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         resync_interval: config.resync_interval,
         backoff: config.backoff,
         retention: Duration::from_secs(u64::from(config.retention_days) * 24 * 3600),
+        stuck_after: config.stuck_after,
         ..RunConfig::default()
     };
-    let reconciler = Reconciler::new(store.clone(), cloud.clone(), shards, run_config);
+    let metrics = Arc::new(Metrics::new());
+    if let Some(sim) = &sim {
+        sim.set_metrics(metrics.clone());
+    }
+    let reconciler = Reconciler::new(store.clone(), cloud.clone(), shards, run_config, metrics);
     let auth = Arc::new(build_auth(&config.auth).await?);
     let dev_token = auth.mint(&dev_claims(
         "wpfleet-dev-operator",
@@ -160,6 +169,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         cloud: cloud.clone(),
         auth: auth.clone(),
         trigger: reconciler.trigger(),
+        reconciler: reconciler.clone(),
         sim: sim.clone(),
         retention_days: config.retention_days,
     };

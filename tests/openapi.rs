@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 const ROUTES: &[(&str, &[&str])] = &[
     ("/healthz", &["GET"]),
     ("/readyz", &["GET"]),
+    ("/metrics", &["GET"]),
     ("/openapi.json", &["GET"]),
     ("/v1.0/reconcile", &["POST"]),
     ("/v1.0/instances", &["GET"]),
@@ -157,6 +158,7 @@ fn router_paths(srv: &TestServer) -> BTreeSet<String> {
         cloud: r.sim.clone().expect("the in-process simulated cloud"),
         auth: r.auth.clone(),
         trigger: r.reconciler.trigger(),
+        reconciler: r.reconciler.clone(),
         sim: r.sim.clone(),
         retention_days: 30,
     };

@@ -22,7 +22,7 @@ pub mod views;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,6 +42,8 @@ pub struct AppState {
     pub cloud: Arc<dyn Cloud>,
     pub auth: Arc<auth::Auth>,
     pub trigger: Trigger,
+    /// For `/metrics` and `/readyz` (queue, shards); handlers never drive it.
+    pub reconciler: Arc<crate::reconcile::Reconciler>,
     /// Present when running on the simulated cloud: enables `/v1.0/sim/…`.
     pub sim: Option<Arc<SimCloud>>,
     /// Days the data (final snapshot, record) is kept after a delete.
@@ -52,6 +54,7 @@ pub fn router(app: AppState) -> Router {
     let open = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::serve));
     let mut operator = Router::new()
         .route("/v1.0/reconcile", post(instances::reconcile_all))
@@ -73,6 +76,7 @@ pub fn router(app: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(middleware::from_fn(log_errors))
+        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(app)
 }
@@ -122,6 +126,27 @@ async fn method_not_allowed() -> ApiError {
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
     ApiError::Internal("panic".into()).into_response()
+}
+
+/// `http_requests_total` and `http_request_duration_seconds`, labelled by the route's
+/// template (`/v1.0/tenants/{tenantId}/…`), never by the concrete path.
+async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let m = app.reconciler.metrics();
+    m.http_requests
+        .with_label_values(&[&method, &route, res.status().as_str()])
+        .inc();
+    m.http_duration
+        .with_label_values(&[&method, &route])
+        .observe(started.elapsed().as_secs_f64());
+    res
 }
 
 /// Logs each error response once, with its server-side cause.

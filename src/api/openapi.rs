@@ -103,6 +103,7 @@ and use the operator routes). Every error is `{\"error\":{\"code\",\"message\",\
         super::sim::drift,
         super::health::healthz,
         super::health::readyz,
+        super::health::metrics,
         serve,
     ),
     components(schemas(ErrorBody, ErrorCode)),

@@ -13,13 +13,14 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::metrics::{CONTROLLER, Metrics};
 use crate::model::InstanceKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,7 +78,10 @@ enum Entry {
         seq: u64,
     },
     /// Running; `again` holds the earliest trigger that arrived meanwhile.
-    Running { again: Option<(Instant, Priority)> },
+    Running {
+        again: Option<(Instant, Priority)>,
+        started: Instant,
+    },
 }
 
 #[derive(Default)]
@@ -95,6 +99,8 @@ struct State {
 
 pub struct WorkQueue {
     state: Mutex<State>,
+    /// Where adds, waits, work durations and retries are also counted, if anywhere.
+    metrics: Option<Arc<Metrics>>,
     /// Wakes the single consumer; `notify_one` keeps a permit if it is not waiting yet, so
     /// an add between its check and its wait is never lost.
     wake: Notify,
@@ -108,12 +114,20 @@ pub struct QueueStats {
     pub running: usize,
     pub adds: u64,
     pub retries: u64,
+    /// Total time the passes running now have been running.
+    pub unfinished: Duration,
+    pub longest_running: Duration,
 }
 
 impl WorkQueue {
     pub fn new(backoff: Backoff) -> Self {
+        Self::with_metrics(backoff, None)
+    }
+
+    pub fn with_metrics(backoff: Backoff, metrics: Option<Arc<Metrics>>) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            metrics,
             wake: Notify::new(),
             backoff,
         }
@@ -122,10 +136,13 @@ impl WorkQueue {
     /// Asks for a pass of `key` after `delay`. Collapses with what is already queued.
     pub fn add(&self, key: InstanceKey, priority: Priority, delay: Duration) {
         let run_at = Instant::now() + delay;
+        if let Some(m) = &self.metrics {
+            m.queue_adds.with_label_values(&[CONTROLLER]).inc();
+        }
         let mut st = self.lock();
         st.adds += 1;
         match st.entries.get_mut(&key) {
-            Some(Entry::Running { again }) => {
+            Some(Entry::Running { again, .. }) => {
                 *again = Some(merge(*again, run_at, priority));
                 return;
             }
@@ -154,8 +171,11 @@ impl WorkQueue {
         loop {
             let wake_at = {
                 let mut st = self.lock();
-                let batch = st.pop_due(max.max(1));
+                let mut waited = vec![];
+                let batch = st.pop_due(max.max(1), &mut waited);
                 if !batch.is_empty() {
+                    drop(st);
+                    self.observe_waits(&waited);
                     return batch;
                 }
                 st.next_due()
@@ -174,7 +194,19 @@ impl WorkQueue {
 
     /// Takes up to `max` keys that are due now, without waiting.
     pub fn try_batch(&self, max: usize) -> Vec<InstanceKey> {
-        self.lock().pop_due(max)
+        let mut waited = vec![];
+        let batch = self.lock().pop_due(max, &mut waited);
+        self.observe_waits(&waited);
+        batch
+    }
+
+    fn observe_waits(&self, waited: &[Duration]) {
+        if let Some(m) = &self.metrics {
+            let h = m.queue_duration.with_label_values(&[CONTROLLER]);
+            for w in waited {
+                h.observe(w.as_secs_f64());
+            }
+        }
     }
 
     /// Whether every due key right now is resync work (used to decide on batching longer).
@@ -198,11 +230,21 @@ impl WorkQueue {
                 *n += 1;
                 let delay = self.backoff.delay(*n);
                 st.retries += 1;
+                if let Some(m) = &self.metrics {
+                    m.queue_retries.with_label_values(&[CONTROLLER]).inc();
+                }
                 Some((now + delay, Priority::Requeue))
             }
         };
         let again = match st.entries.remove(key) {
-            Some(Entry::Running { again }) => again,
+            Some(Entry::Running { again, started }) => {
+                if let Some(m) = &self.metrics {
+                    m.work_duration
+                        .with_label_values(&[CONTROLLER])
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                again
+            }
             _ => None,
         };
         let next = match (own, again) {
@@ -223,16 +265,22 @@ impl WorkQueue {
 
     pub fn stats(&self) -> QueueStats {
         let st = self.lock();
-        let running = st
+        let now = Instant::now();
+        let running: Vec<Duration> = st
             .entries
             .values()
-            .filter(|e| matches!(e, Entry::Running { .. }))
-            .count();
+            .filter_map(|e| match e {
+                Entry::Running { started, .. } => Some(now.saturating_duration_since(*started)),
+                Entry::Queued { .. } => None,
+            })
+            .collect();
         QueueStats {
-            queued: st.entries.len() - running,
-            running,
+            queued: st.entries.len() - running.len(),
+            running: running.len(),
             adds: st.adds,
             retries: st.retries,
+            unfinished: running.iter().sum(),
+            longest_running: running.iter().max().copied().unwrap_or_default(),
         }
     }
 
@@ -287,17 +335,25 @@ impl State {
         }
     }
 
-    fn pop_due(&mut self, max: usize) -> Vec<InstanceKey> {
+    /// Takes up to `max` due keys; `waited` gets how long each had been due.
+    fn pop_due(&mut self, max: usize, waited: &mut Vec<Duration>) -> Vec<InstanceKey> {
         self.promote_due();
+        let now = Instant::now();
         let mut out = Vec::new();
         for p in (0..PRIORITIES).rev() {
             while out.len() < max {
                 let Some((seq, key)) = self.ready[p].pop_front() else {
                     break;
                 };
-                if self.is_current(&key, seq) {
-                    self.entries
-                        .insert(key.clone(), Entry::Running { again: None });
+                if let Some(Entry::Queued { run_at, .. }) = self.entries.get(&key)
+                    && self.is_current(&key, seq)
+                {
+                    waited.push(now.saturating_duration_since(*run_at));
+                    let running = Entry::Running {
+                        again: None,
+                        started: now,
+                    };
+                    self.entries.insert(key.clone(), running);
                     out.push(key);
                 }
             }

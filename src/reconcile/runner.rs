@@ -5,8 +5,8 @@
 //! converging one looks again after the cloud's poll interval, a converged one waits for
 //! a trigger or the periodic resync.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::Rng;
@@ -29,6 +29,7 @@ use super::plan::{Plan, PlanInput, data_generation, plan};
 use super::queue::{Backoff, Outcome, Priority, WorkQueue};
 use super::shards::Shards;
 use super::status::{PassError, PassOutcome, next_status, should_list_tasks};
+use crate::metrics::{CONTROLLER, Metrics};
 
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -47,6 +48,8 @@ pub struct RunConfig {
     pub problem_retry: Duration,
     /// How long a DEPROVISIONED record is kept before it is removed from the store.
     pub retention: Duration,
+    /// An instance not converged for longer than this counts as stuck (metrics, alerts).
+    pub stuck_after: Duration,
 }
 
 impl Default for RunConfig {
@@ -60,6 +63,7 @@ impl Default for RunConfig {
             batch_window: Duration::from_millis(200),
             problem_retry: Duration::from_secs(60),
             retention: Duration::from_secs(30 * 24 * 3600),
+            stuck_after: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -90,7 +94,40 @@ pub struct Reconciler {
     queue: Arc<WorkQueue>,
     /// Which instances this replica may reconcile (all of them, or leased shards).
     shards: Arc<Shards>,
+    metrics: Arc<Metrics>,
+    /// What this replica last saw of each instance it owns, for the fleet gauges.
+    tracker: Mutex<HashMap<InstanceKey, Tracked>>,
+    /// The resync wave in progress, for `wpfleet_resync_aws_calls_per_instance`.
+    wave: Mutex<Option<ResyncWave>>,
     config: RunConfig,
+}
+
+/// The fleet-level view of one instance.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    phase: Phase,
+    converged: bool,
+    /// When its current spec was written (the start of "not converged").
+    changed_at: crate::model::Timestamp,
+}
+
+impl Tracked {
+    fn of(inst: &Instance) -> Self {
+        Self {
+            phase: inst.status.phase,
+            converged: inst.is_converged(),
+            changed_at: inst.metadata.updated_at,
+        }
+    }
+}
+
+/// Cloud calls made while the keys of one full resync are processed.
+struct ResyncWave {
+    calls_at_start: u64,
+    size: usize,
+    left: HashSet<InstanceKey>,
+    /// Every key of the wave is queued; the wave ends when `left` empties after this.
+    listed: bool,
 }
 
 impl Reconciler {
@@ -99,14 +136,73 @@ impl Reconciler {
         cloud: Arc<dyn Cloud>,
         shards: Arc<Shards>,
         config: RunConfig,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        metrics
+            .max_concurrent
+            .with_label_values(&[CONTROLLER])
+            .set(config.workers as i64);
         Arc::new(Self {
             store,
             cloud,
-            queue: Arc::new(WorkQueue::new(config.backoff)),
+            queue: Arc::new(WorkQueue::with_metrics(
+                config.backoff,
+                Some(metrics.clone()),
+            )),
             shards,
+            metrics,
+            tracker: Mutex::new(HashMap::new()),
+            wave: Mutex::new(None),
             config,
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Sets the gauges that describe current state; called when `/metrics` is scraped.
+    pub fn refresh_metrics(&self) {
+        let m = &self.metrics;
+        let q = self.queue.stats();
+        let name = [CONTROLLER];
+        m.queue_depth.with_label_values(&name).set(q.queued as i64);
+        m.unfinished_work
+            .with_label_values(&name)
+            .set(q.unfinished.as_secs_f64());
+        m.longest_running
+            .with_label_values(&name)
+            .set(q.longest_running.as_secs_f64());
+        let held = self.shards.held().len();
+        m.shards_held.set(held as i64);
+        m.leader
+            .with_label_values(&["wpfleet"])
+            .set(i64::from(held > 0));
+        let stuck_after =
+            chrono::Duration::from_std(self.config.stuck_after).unwrap_or(chrono::Duration::MAX);
+        let at = now();
+        let mut by_phase: HashMap<Phase, i64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
+        let (mut unconverged, mut stuck) = (0, 0);
+        for t in lock(&self.tracker).values() {
+            *by_phase.entry(t.phase).or_default() += 1;
+            if !t.converged {
+                unconverged += 1;
+                stuck += i64::from(at - t.changed_at > stuck_after);
+            }
+        }
+        for (phase, n) in by_phase {
+            m.instances.with_label_values(&[phase.as_str()]).set(n);
+        }
+        m.not_converged.set(unconverged);
+        m.stuck.set(stuck);
+    }
+
+    fn track(&self, inst: &Instance) {
+        lock(&self.tracker).insert(inst.key(), Tracked::of(inst));
+    }
+
+    fn untrack(&self, key: &InstanceKey) {
+        lock(&self.tracker).remove(key);
     }
 
     pub fn shards(&self) -> &Shards {
@@ -185,6 +281,8 @@ impl Reconciler {
             // Another replica owns it (an API write landed here); the owner picks it up
             // from the pending index.
             if !self.shards.owns(&key) {
+                self.untrack(&key);
+                self.wave_done(&key);
                 self.queue.done(
                     &key,
                     Outcome::Success {
@@ -195,14 +293,17 @@ impl Reconciler {
             }
             match self.store.get(&key).await {
                 Ok(Some(inst)) => live.push(inst),
-                Ok(None) => self.queue.done(
-                    &key,
-                    Outcome::Success {
+                Ok(None) => {
+                    self.untrack(&key);
+                    self.wave_done(&key);
+                    let gone = Outcome::Success {
                         requeue_after: None,
-                    },
-                ),
+                    };
+                    self.queue.done(&key, gone);
+                }
                 Err(e) => {
                     warn!(instance = %key, error = %e, "store read failed");
+                    self.wave_done(&key);
                     self.queue.done(&key, Outcome::Failure);
                 }
             }
@@ -224,6 +325,8 @@ impl Reconciler {
                 warn!(instances = keys.len(), %error, "observation failed");
                 for inst in live {
                     self.record_observe_failure(&inst, &error).await;
+                    self.count_result(Outcome::Failure);
+                    self.wave_done(&inst.key());
                     self.queue.done(&inst.key(), Outcome::Failure);
                 }
             }
@@ -243,11 +346,67 @@ impl Reconciler {
             generation = inst.metadata.generation
         );
         let ctx = self.call_context(Some(&key));
+        let active = self.metrics.active_workers.with_label_values(&[CONTROLLER]);
+        active.inc();
+        let started = std::time::Instant::now();
         let outcome = CALL_CONTEXT
             .scope(ctx, self.reconcile(inst, obs))
             .instrument(span)
             .await;
+        active.dec();
+        self.metrics
+            .reconcile_time
+            .with_label_values(&[CONTROLLER])
+            .observe(started.elapsed().as_secs_f64());
+        self.count_result(outcome);
+        self.wave_done(&key);
         self.queue.done(&key, outcome);
+    }
+
+    /// `controller_runtime_reconcile_total{result}` as controller-runtime labels it.
+    fn count_result(&self, outcome: Outcome) {
+        let result = match outcome {
+            Outcome::Failure => {
+                self.metrics
+                    .reconcile_errors
+                    .with_label_values(&[CONTROLLER])
+                    .inc();
+                "error"
+            }
+            Outcome::Success {
+                requeue_after: None,
+            } => "success",
+            Outcome::Success {
+                requeue_after: Some(d),
+            } if d.is_zero() => "requeue",
+            Outcome::Success { .. } => "requeue_after",
+        };
+        self.metrics
+            .reconcile_total
+            .with_label_values(&[CONTROLLER, result])
+            .inc();
+    }
+
+    /// Ends the wave's accounting once every key of a full resync was processed.
+    fn wave_done(&self, key: &InstanceKey) {
+        let mut wave = lock(&self.wave);
+        let Some(w) = wave.as_mut() else { return };
+        w.left.remove(key);
+        if w.listed && w.left.is_empty() {
+            let calls = self
+                .metrics
+                .aws_calls_total()
+                .saturating_sub(w.calls_at_start);
+            let per_instance = calls as f64 / w.size.max(1) as f64;
+            self.metrics.resync_calls_per_instance.set(per_instance);
+            debug!(
+                calls,
+                instances = w.size,
+                per_instance,
+                "resync wave finished"
+            );
+            *wave = None;
+        }
     }
 
     /// Who is calling the cloud: this replica and, for one instance, its shard's fence.
@@ -298,7 +457,18 @@ impl Reconciler {
                 .await;
         }
         let failed = outcome.error.is_some();
+        if outcome
+            .error
+            .as_ref()
+            .is_some_and(|e| !e.error.is_retryable())
+        {
+            self.metrics
+                .terminal_errors
+                .with_label_values(&[CONTROLLER])
+                .inc();
+        }
         let status = next_status(&inst, &obs, &plan, outcome, now());
+        self.record_convergence(&inst, &status);
         if status.phase != inst.status.phase {
             info!(
                 from = inst.status.phase.as_str(),
@@ -318,6 +488,21 @@ impl Reconciler {
         Outcome::Success {
             requeue_after: self.requeue_after(&plan),
         }
+    }
+
+    /// Tracks the instance as this pass leaves it, and times a newly reached generation.
+    fn record_convergence(&self, inst: &Instance, status: &Status) {
+        let reached = status.observed_generation >= inst.metadata.generation;
+        if reached && !inst.is_converged() {
+            let took = (now() - inst.metadata.updated_at)
+                .to_std()
+                .unwrap_or_default();
+            self.metrics.time_to_converge.observe(took.as_secs_f64());
+        }
+        let mut after = inst.clone();
+        after.status.phase = status.phase;
+        after.status.observed_generation = status.observed_generation;
+        self.track(&after);
     }
 
     /// Backups in flight, and the backup a pending restore reads from.
@@ -601,6 +786,12 @@ impl Reconciler {
     /// Lists instances (of `shards`, or all) and queues them by urgency.
     async fn enqueue_listing(&self, shards: Option<&[u32]>) -> Result<(usize, usize), StoreError> {
         let (mut queued, mut converging) = (0usize, 0usize);
+        *lock(&self.wave) = Some(ResyncWave {
+            calls_at_start: self.metrics.aws_calls_total(),
+            size: 0,
+            left: HashSet::new(),
+            listed: false,
+        });
         let lists: Vec<Option<u32>> = match shards {
             Some(list) => list.iter().copied().map(Some).collect(),
             None => vec![None],
@@ -616,9 +807,14 @@ impl Reconciler {
                     None => self.store.list(None, page.clone()).await?,
                 };
                 for inst in &result.items {
+                    self.track(inst);
                     if let Some(p) = self.resync_priority(inst).await {
                         queued += 1;
                         converging += usize::from(p != Priority::Resync);
+                        if let Some(w) = lock(&self.wave).as_mut() {
+                            w.size += 1;
+                            w.left.insert(inst.key());
+                        }
                         self.queue.add(inst.key(), p, Duration::ZERO);
                     }
                 }
@@ -627,6 +823,12 @@ impl Reconciler {
                     None => break,
                 }
             }
+        }
+        let mut wave = lock(&self.wave);
+        match wave.as_mut() {
+            Some(w) if w.left.is_empty() => *wave = None,
+            Some(w) => w.listed = true,
+            None => {}
         }
         Ok((queued, converging))
     }
@@ -688,6 +890,11 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// A poisoned lock only means a pass panicked mid-update of a gauge map; keep going.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// ±10 % so that replicas and restarts do not resync in lockstep.

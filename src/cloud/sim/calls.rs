@@ -220,6 +220,8 @@ pub struct CallRecord {
 /// Admission, faults and the books; one per [`super::SimCloud`], behind a mutex.
 #[derive(Debug)]
 pub(super) struct CallBook {
+    /// Where calls are also counted for `/metrics`, if anywhere.
+    pub recorder: Option<std::sync::Arc<crate::metrics::Metrics>>,
     buckets: [Bucket; 5],
     faults: Faults,
     stats: SimStats,
@@ -239,6 +241,7 @@ impl CallBook {
             faults,
             stats: SimStats::default(),
             log: VecDeque::new(),
+            recorder: None,
         }
     }
 
@@ -264,7 +267,12 @@ impl CallBook {
 
     /// Decides whether a call that has arrived is served: an injected throttle, then the
     /// service's bucket, then an injected 5xx. A refused call is recorded here.
-    pub fn admit(&mut self, api: Api, instance: Option<&str>) -> Result<(), CloudError> {
+    pub fn admit(
+        &mut self,
+        api: Api,
+        instance: Option<&str>,
+        latency: Duration,
+    ) -> Result<(), CloudError> {
         let mut rng = rand::rng();
         let refused = if rng.random::<f64>() < self.faults.throttle_rate
             || !self.buckets[api.service.index()].take()
@@ -277,7 +285,7 @@ impl CallBook {
         };
         match refused {
             Some(err) => {
-                self.record(api, instance, Err(&err));
+                self.record(api, instance, Err(&err), latency);
                 Err(err)
             }
             None => Ok(()),
@@ -285,7 +293,21 @@ impl CallBook {
     }
 
     /// Books one answered call.
-    pub fn record(&mut self, api: Api, instance: Option<&str>, outcome: Result<(), &CloudError>) {
+    pub fn record(
+        &mut self,
+        api: Api,
+        instance: Option<&str>,
+        outcome: Result<(), &CloudError>,
+        latency: Duration,
+    ) {
+        if let Some(recorder) = &self.recorder {
+            let metric = match outcome {
+                Ok(()) => crate::metrics::CallOutcome::Ok,
+                Err(CloudError::Throttled { .. }) => crate::metrics::CallOutcome::Throttled,
+                Err(e) => crate::metrics::CallOutcome::Error(e.code()),
+            };
+            recorder.aws_call(api.service.name(), api.operation, metric, latency);
+        }
         let outcome = match outcome {
             Ok(()) => "ok",
             Err(CloudError::Throttled { .. }) => "throttled",

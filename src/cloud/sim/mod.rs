@@ -260,6 +260,11 @@ impl SimCloud {
         self.lock_calls().call_log()
     }
 
+    /// Also counts every call in these metrics (`aws_api_*`).
+    pub fn set_metrics(&self, metrics: std::sync::Arc<crate::metrics::Metrics>) {
+        self.lock_calls().recorder = Some(metrics);
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         self.lock_calls().set_faults(faults);
     }
@@ -393,8 +398,9 @@ impl SimCloud {
 
     /// One read call about `instance` (if about one): latency, admission, books.
     async fn read_call(&self, api: Api, instance: Option<&str>) -> CloudResult<()> {
-        tokio::time::sleep(self.latency()).await;
-        self.read_now(api, instance)
+        let latency = self.latency();
+        tokio::time::sleep(latency).await;
+        self.read_now(api, instance, latency)
     }
 
     /// Issues the batched describe calls for `keys` concurrently.
@@ -421,17 +427,17 @@ impl SimCloud {
         let mut first_refusal = None;
         for (latency, api, instance) in calls {
             tokio::time::sleep_until(start + latency).await;
-            if let Err(e) = self.read_now(api, instance.as_deref()) {
+            if let Err(e) = self.read_now(api, instance.as_deref(), latency) {
                 first_refusal.get_or_insert(e);
             }
         }
         first_refusal.map_or(Ok(()), Err)
     }
 
-    fn read_now(&self, api: Api, instance: Option<&str>) -> CloudResult<()> {
+    fn read_now(&self, api: Api, instance: Option<&str>, latency: Duration) -> CloudResult<()> {
         let mut book = self.lock_calls();
-        book.admit(api, instance)?;
-        book.record(api, instance, Ok(()));
+        book.admit(api, instance, latency)?;
+        book.record(api, instance, Ok(()), latency);
         Ok(())
     }
 
@@ -560,8 +566,9 @@ impl Cloud for SimCloud {
     ) -> CloudResult<StepOutcome> {
         let api = Api::of_step(step);
         let instance = key.path();
-        tokio::time::sleep(self.latency()).await;
-        self.lock_calls().admit(api, Some(&instance))?;
+        let latency = self.latency();
+        tokio::time::sleep(latency).await;
+        self.lock_calls().admit(api, Some(&instance), latency)?;
         let (result, durable) =
             self.mutate(false, |inv, ctx| inv.apply(ctx, key, step, token.as_str()));
         let result = match (result, durable.wait().await) {
@@ -573,7 +580,7 @@ impl Cloud for SimCloud {
             (result, _) => result,
         };
         self.lock_calls()
-            .record(api, Some(&instance), result.as_ref().map(drop));
+            .record(api, Some(&instance), result.as_ref().map(drop), latency);
         result
     }
 
@@ -582,11 +589,12 @@ impl Cloud for SimCloud {
     async fn logs(&self, key: &InstanceKey, query: &LogQuery) -> CloudResult<LogPage> {
         let api = FILTER_LOG_EVENTS;
         let instance = key.path();
-        tokio::time::sleep(self.latency()).await;
-        self.lock_calls().admit(api, Some(&instance))?;
+        let latency = self.latency();
+        tokio::time::sleep(latency).await;
+        self.lock_calls().admit(api, Some(&instance), latency)?;
         let result = self.filter_log_events(key, query);
         self.lock_calls()
-            .record(api, Some(&instance), result.as_ref().map(drop));
+            .record(api, Some(&instance), result.as_ref().map(drop), latency);
         result
     }
 
