@@ -14,6 +14,7 @@
 //!   the API over HTTP only.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod cloud;
 pub mod metrics;

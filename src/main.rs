@@ -33,6 +33,9 @@ enum Command {
     Token(TokenArgs),
     /// Serve a simulated cloud over HTTP for several `serve --cloud sim-remote` replicas.
     SimCloud(SimCloudArgs),
+    /// Run a benchmark (simulated cloud, default rate limits); prints its ratio last.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves), or with
     /// `--markdown` the reference in docs/API.md.
     Openapi(OpenapiArgs),
@@ -61,6 +64,24 @@ struct SimCloudArgs {
     /// Log format.
     #[arg(long, env = "WPFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// N instances created at once: wall time to all ACTIVE / the rate-limit lower bound.
+    Converge(BenchArgs),
+    /// One full resync of N converged instances: cloud calls per instance.
+    Resync(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// How many instances.
+    #[arg(long, short = 'n', default_value_t = 5000)]
+    instances: usize,
+    /// Divides simulated durations (rate limits stay as they are).
+    #[arg(long, default_value_t = 100.0)]
+    sim_speed: f64,
 }
 
 /// `--cloud`
@@ -202,6 +223,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
             Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
             Command::SimCloud(args) => sim_cloud(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Bench(which) => bench(which).await.map(|()| ExitCode::SUCCESS),
             Command::Openapi(args) => {
                 openapi(args);
                 Ok(ExitCode::SUCCESS)
@@ -307,6 +329,14 @@ async fn sim_cloud(args: SimCloudArgs) -> anyhow::Result<()> {
         token.cancel();
     });
     running.wait().await;
+    Ok(())
+}
+
+async fn bench(which: BenchCommand) -> anyhow::Result<()> {
+    match which {
+        BenchCommand::Converge(a) => wpfleet::bench::converge(a.instances, a.sim_speed).await?,
+        BenchCommand::Resync(a) => wpfleet::bench::resync(a.instances, a.sim_speed).await?,
+    };
     Ok(())
 }
 

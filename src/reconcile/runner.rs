@@ -197,6 +197,16 @@ impl Reconciler {
         m.stuck.set(stuck);
     }
 
+    /// Queues a full resync now (benchmarks, tests); see `resync_in_progress`.
+    pub async fn resync_now(&self) -> Result<(), StoreError> {
+        self.enqueue_all(false).await
+    }
+
+    /// Whether the keys of the last full resync are still being processed.
+    pub fn resync_in_progress(&self) -> bool {
+        lock(&self.wave).is_some()
+    }
+
     fn track(&self, inst: &Instance) {
         lock(&self.tracker).insert(inst.key(), Tracked::of(inst));
     }
