@@ -14,7 +14,16 @@
 //! * table `active_backups`: the keys of `backups` whose status is PENDING or RUNNING
 //!   (value `()`), so listing an instance's in-flight backups, which the reconciler does on
 //!   every pass, reads only in-flight records however many finished ones pile up.
-//! * table `meta`: the `resourceVersion` counter.
+//! * table `meta`: the `resourceVersion` counter and the layout version (`schema`).
+//! * table `pending`: the pending index, `tenant/instance` → `{shard, marker}` for every
+//!   instance that needs reconciling (`rules::needs_reconcile`), maintained in the
+//!   transaction of each write that changes it.
+//! * table `shard_index`: `(shard, tenant/instance)` → `()`, so `list_shard` reads only
+//!   the shard's records, in key order.
+//! * table `leases`: shard → its `Lease` as JSON (kept after release: the fencing token
+//!   must never go back); table `replicas`: replica id → heartbeat expiry (epoch ms).
+//!   Leases matter only if several processes share a store, which a redb file cannot; they
+//!   are here so the one contract suite holds for every backend.
 //!
 //! Invariants:
 //! * every store call is one redb transaction, and a write returns only after its commit is
@@ -30,6 +39,10 @@
 //!   `resourceVersion`) cannot be overwritten with an older copy;
 //! * `active_backups` holds exactly the keys of the non-final records of `backups`: every
 //!   write of a backup updates both tables in the same transaction;
+//! * `pending` and `shard_index` change in the transaction of the instance write that
+//!   changes them; a file from before they existed gets them rebuilt when it is opened;
+//! * a fenced status write checks the lease in its own transaction, so it cannot land
+//!   after a takeover;
 //! * `create_backup` checks the instance (exists, deletion not requested) and the id (free)
 //!   in the transaction that inserts the backup, so a backup never starts on an instance
 //!   whose deletion was requested first;
@@ -60,6 +73,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redb::{
@@ -67,9 +81,11 @@ use redb::{
     WriteTransaction,
 };
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::rules::{self, fresh_token};
 use super::*;
 use crate::model::{self, BackupStatus, FieldError};
 
@@ -78,7 +94,21 @@ const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances"
 const BACKUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("backups");
 const ACTIVE_BACKUPS: TableDefinition<&str, ()> = TableDefinition::new("active_backups");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
+const SHARD_INDEX: TableDefinition<(u32, &str), ()> = TableDefinition::new("shard_index");
+const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
+const REPLICAS: TableDefinition<&str, i64> = TableDefinition::new("replicas");
 const VERSION_COUNTER: &str = "resourceVersion";
+/// `meta` key of the layout version; 2 added `pending` and `shard_index`.
+const SCHEMA: &str = "schema";
+const SCHEMA_VERSION: u64 = 2;
+
+/// A `pending` value.
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingEntry {
+    shard: u32,
+    marker: String,
+}
 
 type Instances<'txn> = Table<'txn, &'static str, &'static [u8]>;
 type Backups<'txn> = Table<'txn, &'static str, &'static [u8]>;
@@ -106,6 +136,11 @@ impl EmbeddedStore {
         txn.open_table(BACKUPS).or_unavailable()?;
         txn.open_table(ACTIVE_BACKUPS).or_unavailable()?;
         txn.open_table(META).or_unavailable()?;
+        txn.open_table(PENDING).or_unavailable()?;
+        txn.open_table(SHARD_INDEX).or_unavailable()?;
+        txn.open_table(LEASES).or_unavailable()?;
+        txn.open_table(REPLICAS).or_unavailable()?;
+        upgrade(&txn)?;
         txn.commit().or_unavailable()?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -171,7 +206,7 @@ impl Store for EmbeddedStore {
         // database error); `join` returns that error.
         if let Ok(current) = record_rx.await {
             // A failed send means the transaction already gave up; `join` says why.
-            let _ = reply_tx.send(apply(&current, mutate));
+            let _ = reply_tx.send(rules::apply(&current, mutate));
         }
         join(txn).await
     }
@@ -181,10 +216,10 @@ impl Store for EmbeddedStore {
         key: &InstanceKey,
         for_generation: u64,
         status: Status,
-        _fence: Option<Fence>,
+        fence: Option<Fence>,
     ) -> StoreResult<()> {
         let key = key.clone();
-        self.run(move |db| write_status_txn(db, &key, for_generation, status))
+        self.run(move |db| write_status_txn(db, &key, for_generation, status, fence))
             .await
     }
 
@@ -203,6 +238,7 @@ impl Store for EmbeddedStore {
     /// Removes only the instance record: its backups stay listable (see the module doc).
     async fn delete(&self, key: &InstanceKey) -> StoreResult<bool> {
         let path = key.path();
+        let shard = shard_of(key, DEFAULT_SHARDS);
         self.run(move |db| {
             let txn = db.begin_write().or_unavailable()?;
             let existed = txn
@@ -212,6 +248,11 @@ impl Store for EmbeddedStore {
                 .or_unavailable()?
                 .is_some();
             if existed {
+                let mut index = txn.open_table(SHARD_INDEX).or_unavailable()?;
+                index.remove((shard, path.as_str())).or_unavailable()?;
+                let mut pending = txn.open_table(PENDING).or_unavailable()?;
+                pending.remove(path.as_str()).or_unavailable()?;
+                drop((index, pending));
                 txn.commit().or_unavailable()?;
             }
             Ok(existed)
@@ -246,44 +287,115 @@ impl Store for EmbeddedStore {
         self.run(move |db| update_backup_txn(db, backup)).await
     }
 
-    // TEMPORARY (lead): scale-out methods, being implemented.
     fn shards(&self) -> u32 {
         DEFAULT_SHARDS
     }
-    async fn pending(&self, _limit: usize) -> StoreResult<Vec<PendingItem>> {
-        Ok(vec![])
+
+    async fn pending(&self, limit: usize) -> StoreResult<Vec<PendingItem>> {
+        self.run(move |db| pending_scan(db, limit.max(1))).await
     }
-    async fn list_shard(&self, _shard: u32, _page: PageRequest) -> StoreResult<Page> {
-        Ok(Page {
-            items: vec![],
-            next: None,
-        })
+
+    async fn list_shard(&self, shard: u32, page: PageRequest) -> StoreResult<Page> {
+        self.run(move |db| scan_shard(db, shard, page)).await
     }
+
     async fn acquire_lease(
         &self,
-        _s: u32,
-        _h: &str,
-        _t: std::time::Duration,
+        shard: u32,
+        holder: &str,
+        ttl: Duration,
     ) -> StoreResult<Option<Lease>> {
-        Ok(None)
+        check_holder(holder)?;
+        let holder = holder.to_owned();
+        self.run(move |db| {
+            change_lease(db, shard, |current| {
+                rules::acquired(current, shard, &holder, model::now(), ttl)
+            })
+        })
+        .await
     }
-    async fn renew_lease(&self, _l: &Lease, _t: std::time::Duration) -> StoreResult<Option<Lease>> {
-        Ok(None)
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<Option<Lease>> {
+        let presented = lease.clone();
+        self.run(move |db| {
+            change_lease(db, presented.shard, |current| {
+                rules::renewed(current, &presented, model::now(), ttl)
+            })
+        })
+        .await
     }
-    async fn release_lease(&self, _l: &Lease) -> StoreResult<()> {
-        Ok(())
+
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
+        let presented = lease.clone();
+        self.run(move |db| {
+            change_lease(db, presented.shard, |current| {
+                rules::released(current, &presented, model::now())
+            })
+        })
+        .await
+        .map(drop)
     }
+
     async fn leases(&self) -> StoreResult<Vec<Lease>> {
-        Ok(vec![])
+        self.run(|db| {
+            let txn = db.begin_read().or_unavailable()?;
+            let table = txn.open_table(LEASES).or_unavailable()?;
+            let mut leases = vec![];
+            for entry in table.iter().or_unavailable()? {
+                let (shard, value) = entry.or_unavailable()?;
+                let stored: StoredLease = decode(&shard.value().to_string(), value.value())?;
+                leases.push(stored.into_lease(shard.value()));
+            }
+            Ok(leases)
+        })
+        .await
     }
-    async fn heartbeat(&self, _r: &str, _t: std::time::Duration) -> StoreResult<()> {
-        Ok(())
+
+    async fn heartbeat(&self, replica: &str, ttl: Duration) -> StoreResult<()> {
+        check_holder(replica)?;
+        let replica = replica.to_owned();
+        self.run(move |db| {
+            let txn = db.begin_write().or_unavailable()?;
+            let expires = rules::expiry(model::now(), ttl).timestamp_millis();
+            let mut table = txn.open_table(REPLICAS).or_unavailable()?;
+            table.insert(replica.as_str(), expires).or_unavailable()?;
+            // Expired heartbeats of replicas that never said goodbye go here.
+            let now = model::now().timestamp_millis();
+            table.retain(|_, expires| expires > now).or_unavailable()?;
+            drop(table);
+            txn.commit().or_unavailable()
+        })
+        .await
     }
+
     async fn replicas(&self) -> StoreResult<Vec<String>> {
-        Ok(vec![])
+        self.run(|db| {
+            let txn = db.begin_read().or_unavailable()?;
+            let table = txn.open_table(REPLICAS).or_unavailable()?;
+            let now = model::now().timestamp_millis();
+            let mut live = vec![];
+            for entry in table.iter().or_unavailable()? {
+                let (replica, expires) = entry.or_unavailable()?;
+                if expires.value() > now {
+                    live.push(replica.value().to_owned());
+                }
+            }
+            Ok(live)
+        })
+        .await
     }
-    async fn leave(&self, _r: &str) -> StoreResult<()> {
-        Ok(())
+
+    async fn leave(&self, replica: &str) -> StoreResult<()> {
+        let replica = replica.to_owned();
+        self.run(move |db| {
+            let txn = db.begin_write().or_unavailable()?;
+            txn.open_table(REPLICAS)
+                .or_unavailable()?
+                .remove(replica.as_str())
+                .or_unavailable()?;
+            txn.commit().or_unavailable()
+        })
+        .await
     }
 }
 
@@ -360,6 +472,12 @@ fn create_txn(db: &Database, mut instance: Instance) -> StoreResult<Instance> {
         // The caller chose the creation time; a new record has not been updated since.
         instance.metadata.updated_at = instance.metadata.created_at;
         put(&mut table, &instance)?;
+        let key = instance.key();
+        let mut index = txn.open_table(SHARD_INDEX).or_unavailable()?;
+        index
+            .insert((shard_of(&key, DEFAULT_SHARDS), path.as_str()), ())
+            .or_unavailable()?;
+        set_pending(&txn, &key, Some(fresh_token()))?;
     }
     txn.commit().or_unavailable()?;
     Ok(instance)
@@ -398,6 +516,8 @@ fn update_txn(
     after.metadata.resource_version = next_version(&txn)?;
     put(&mut table, &after)?;
     drop(table);
+    let marker = rules::pending_after_update(&after, pending_marker(&txn, key)?);
+    set_pending(&txn, key, marker)?;
     txn.commit().or_unavailable()?;
     Ok(Updated {
         instance: after,
@@ -405,35 +525,12 @@ fn update_txn(
     })
 }
 
-/// Runs the caller's mutation on a copy of `before`: `None` if it reports no change,
-/// otherwise the record to store, with the fields only the store maintains restored.
-fn apply(before: &Instance, mutate: Mutation<'_>) -> Result<Option<Instance>, Rejection> {
-    let mut after = before.clone();
-    if mutate(&mut after)? == Change::Unchanged {
-        return Ok(None);
-    }
-    // Defensive: a mutation is written against spec and metadata; these are not its to set.
-    after.tenant_id = before.tenant_id.clone();
-    after.instance_id = before.instance_id.clone();
-    after.status = before.status.clone();
-    let (b, a) = (&before.metadata, &mut after.metadata);
-    a.resource_version = b.resource_version.clone();
-    a.created_at = b.created_at;
-    // Once requested, a deletion stands (model invariant): it is never unset or moved.
-    if b.deletion_requested_at.is_some() {
-        a.deletion_requested_at = b.deletion_requested_at;
-    }
-    let bump = u64::from(desired_state_changed(before, &after));
-    after.metadata.generation = before.metadata.generation + bump;
-    after.metadata.updated_at = model::now();
-    Ok(Some(after))
-}
-
 fn write_status_txn(
     db: &Database,
     key: &InstanceKey,
     for_generation: u64,
     status: Status,
+    fence: Option<Fence>,
 ) -> StoreResult<()> {
     let txn = db.begin_write().or_unavailable()?;
     {
@@ -447,6 +544,15 @@ fn write_status_txn(
                 current,
             });
         }
+        if let Some(fence) = fence {
+            let lease = read_lease(&txn.open_table(LEASES).or_unavailable()?, fence.shard)?;
+            if !rules::fence_holds(lease.as_ref(), fence) {
+                return Err(StoreError::Fenced {
+                    shard: fence.shard,
+                    token: fence.token,
+                });
+            }
+        }
         let handled = instance
             .metadata
             .reconcile_request
@@ -457,6 +563,9 @@ fn write_status_txn(
         }
         instance.status = status;
         put(&mut table, &instance)?;
+        let active = has_active_backup(&txn, key)?;
+        let marker = rules::pending_after_status(&instance, active, pending_marker(&txn, key)?);
+        set_pending(&txn, key, marker)?;
     }
     txn.commit().or_unavailable()
 }
@@ -474,6 +583,7 @@ fn request_reconcile_txn(
             if let Some(mut instance) = read(&table, path)? {
                 instance.metadata.reconcile_request = Some(request.clone());
                 put(&mut table, &instance)?;
+                set_pending(&txn, &instance.key(), Some(fresh_token()))?;
                 marked += 1;
             }
         }
@@ -531,6 +641,8 @@ fn create_backup_txn(db: &Database, backup: Backup) -> StoreResult<Backup> {
         }
         let mut active = txn.open_table(ACTIVE_BACKUPS).or_unavailable()?;
         put_backup(&mut backups, &mut active, &path, &backup)?;
+        drop((backups, active));
+        set_pending(&txn, &key, Some(fresh_token()))?;
     }
     txn.commit().or_unavailable()?;
     Ok(backup)
@@ -570,8 +682,25 @@ fn update_backup_txn(db: &Database, mut backup: Backup) -> StoreResult<()> {
         }
         let mut active = txn.open_table(ACTIVE_BACKUPS).or_unavailable()?;
         put_backup(&mut backups, &mut active, &path, &backup)?;
+        drop((backups, active));
+        if backup.status.is_final() {
+            clear_pending_after_backup(&txn, &key)?;
+        }
     }
     txn.commit().or_unavailable()
+}
+
+/// The end of an instance's last active backup takes it out of the pending index if its
+/// status already records convergence (otherwise its next status write will).
+fn clear_pending_after_backup(txn: &WriteTransaction, key: &InstanceKey) -> StoreResult<()> {
+    let instances = txn.open_table(INSTANCES).or_unavailable()?;
+    let Some(instance) = read(&instances, &key.path())? else {
+        return Ok(());
+    };
+    if rules::clears_pending_after_backup(&instance, has_active_backup(txn, key)?) {
+        set_pending(txn, key, None)?;
+    }
+    Ok(())
 }
 
 /// One page of an instance's backups in key (= id = creation) order. With `active_only` the
@@ -648,6 +777,202 @@ fn put_backup(
         active.remove(path).or_unavailable()?;
     } else {
         active.insert(path, ()).or_unavailable()?;
+    }
+    Ok(())
+}
+
+/// The pending marker of `key`, if it is in the pending index.
+fn pending_marker(txn: &WriteTransaction, key: &InstanceKey) -> StoreResult<Option<String>> {
+    let path = key.path();
+    let table = txn.open_table(PENDING).or_unavailable()?;
+    match table.get(path.as_str()).or_unavailable()? {
+        Some(value) => Ok(Some(decode::<PendingEntry>(&path, value.value())?.marker)),
+        None => Ok(None),
+    }
+}
+
+/// Puts `key` in the pending index with `marker`, or takes it out (`None`).
+fn set_pending(
+    txn: &WriteTransaction,
+    key: &InstanceKey,
+    marker: Option<String>,
+) -> StoreResult<()> {
+    let path = key.path();
+    let mut table = txn.open_table(PENDING).or_unavailable()?;
+    match marker {
+        Some(marker) => {
+            let entry = PendingEntry {
+                shard: shard_of(key, DEFAULT_SHARDS),
+                marker,
+            };
+            let bytes = serde_json::to_vec(&entry).or_unavailable()?;
+            table
+                .insert(path.as_str(), bytes.as_slice())
+                .or_unavailable()?;
+        }
+        None => {
+            table.remove(path.as_str()).or_unavailable()?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `key` has a PENDING or RUNNING backup.
+fn has_active_backup(txn: &WriteTransaction, key: &InstanceKey) -> StoreResult<bool> {
+    let active = txn.open_table(ACTIVE_BACKUPS).or_unavailable()?;
+    // See the module doc: `t/i/` up to (not including) `t/i0` is exactly instance `t/i`.
+    let (lower, upper) = (format!("{}/", key.path()), format!("{}0", key.path()));
+    let mut range = active
+        .range::<&str>(lower.as_str()..upper.as_str())
+        .or_unavailable()?;
+    Ok(range.next().transpose().or_unavailable()?.is_some())
+}
+
+fn pending_scan(db: &Database, limit: usize) -> StoreResult<Vec<PendingItem>> {
+    let txn = db.begin_read().or_unavailable()?;
+    let table = txn.open_table(PENDING).or_unavailable()?;
+    let mut items = vec![];
+    for entry in table.iter().or_unavailable()?.take(limit) {
+        let (path, value) = entry.or_unavailable()?;
+        let path = path.value();
+        let key = InstanceKey::parse_path(path)
+            .ok_or_else(|| unavailable(format!("pending entry {path} is not an instance key")))?;
+        let entry: PendingEntry = decode(path, value.value())?;
+        items.push(PendingItem {
+            key,
+            shard: entry.shard,
+            marker: entry.marker,
+        });
+    }
+    Ok(items)
+}
+
+/// One page of a shard's instances, in key order, through `shard_index`.
+fn scan_shard(db: &Database, shard: u32, page: PageRequest) -> StoreResult<Page> {
+    let limit = page.limit.max(1);
+    let after = page.after.as_ref().map(InstanceKey::path);
+    let lower = match &after {
+        Some(path) => Bound::Excluded((shard, path.as_str())),
+        None => Bound::Included((shard, "")),
+    };
+    let txn = db.begin_read().or_unavailable()?;
+    let index = txn.open_table(SHARD_INDEX).or_unavailable()?;
+    let instances = txn.open_table(INSTANCES).or_unavailable()?;
+    let mut items = Vec::new();
+    for entry in index
+        .range::<(u32, &str)>((lower, Bound::Unbounded))
+        .or_unavailable()?
+    {
+        let (k, _) = entry.or_unavailable()?;
+        let (s, path) = k.value();
+        if s != shard {
+            break;
+        }
+        if items.len() == limit {
+            let next = items.last().map(Instance::key);
+            return Ok(Page { items, next });
+        }
+        let inst = read(&instances, path)?
+            .ok_or_else(|| unavailable(format!("shard index entry {path} has no record")))?;
+        items.push(inst);
+    }
+    Ok(Page { items, next: None })
+}
+
+/// A lease as `leases` stores it (the shard is the key).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredLease {
+    holder: String,
+    expires_at: Timestamp,
+    token: u64,
+}
+
+impl StoredLease {
+    fn into_lease(self, shard: u32) -> Lease {
+        Lease {
+            shard,
+            holder: self.holder,
+            expires_at: self.expires_at,
+            token: self.token,
+        }
+    }
+}
+
+fn read_lease(
+    table: &impl ReadableTable<u32, &'static [u8]>,
+    shard: u32,
+) -> StoreResult<Option<Lease>> {
+    match table.get(shard).or_unavailable()? {
+        Some(value) => {
+            let stored: StoredLease = decode(&format!("lease {shard}"), value.value())?;
+            Ok(Some(stored.into_lease(shard)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Reads the lease of `shard`, lets `decide` say what it becomes, and writes that, all in
+/// one transaction (so two replicas cannot both take it).
+fn change_lease(
+    db: &Database,
+    shard: u32,
+    decide: impl FnOnce(Option<&Lease>) -> Option<Lease>,
+) -> StoreResult<Option<Lease>> {
+    let txn = db.begin_write().or_unavailable()?;
+    let mut table = txn.open_table(LEASES).or_unavailable()?;
+    let Some(lease) = decide(read_lease(&table, shard)?.as_ref()) else {
+        return Ok(None);
+    };
+    let stored = StoredLease {
+        holder: lease.holder.clone(),
+        expires_at: lease.expires_at,
+        token: lease.token,
+    };
+    let bytes = serde_json::to_vec(&stored).or_unavailable()?;
+    table.insert(shard, bytes.as_slice()).or_unavailable()?;
+    drop(table);
+    txn.commit().or_unavailable()?;
+    Ok(Some(lease))
+}
+
+/// A lease holder or replica name: non-empty (empty means "released").
+fn check_holder(name: &str) -> StoreResult<()> {
+    if name.is_empty() {
+        let error = FieldError::new("replica", "must not be empty");
+        return Err(StoreError::Rejected(Rejection::Invalid(vec![error])));
+    }
+    Ok(())
+}
+
+/// Brings a file written by an older version to the current layout: builds `shard_index`
+/// and `pending` from the records (every instance that needs reconciling is pending).
+fn upgrade(txn: &WriteTransaction) -> StoreResult<()> {
+    let mut meta = txn.open_table(META).or_unavailable()?;
+    let version = meta.get(SCHEMA).or_unavailable()?.map_or(0, |v| v.value());
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let instances = txn.open_table(INSTANCES).or_unavailable()?;
+    let mut index = txn.open_table(SHARD_INDEX).or_unavailable()?;
+    let mut rebuilt = 0usize;
+    for entry in instances.iter().or_unavailable()? {
+        let (path, value) = entry.or_unavailable()?;
+        let inst: Instance = decode(path.value(), value.value())?;
+        let key = inst.key();
+        index
+            .insert((shard_of(&key, DEFAULT_SHARDS), path.value()), ())
+            .or_unavailable()?;
+        if rules::needs_reconcile(&inst, has_active_backup(txn, &key)?) {
+            set_pending(txn, &key, Some(fresh_token()))?;
+        }
+        rebuilt += 1;
+    }
+    meta.insert(SCHEMA, SCHEMA_VERSION).or_unavailable()?;
+    if rebuilt > 0 {
+        tracing::info!(
+            instances = rebuilt,
+            "store upgraded: shard index and pending index built"
+        );
     }
     Ok(())
 }

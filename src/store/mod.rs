@@ -11,6 +11,7 @@
 //! The store, not the caller, maintains `generation`, `resourceVersion` and `updatedAt`.
 
 mod embedded;
+mod rules;
 
 use std::time::Duration;
 
