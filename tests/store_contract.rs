@@ -4,7 +4,11 @@
 //! documented contract. `store_contract!(name, fixture)` stamps out one `#[tokio::test]` per
 //! case for an implementation; adding a backend is one fixture function and one macro line.
 //! Tests that only make sense for one backend (reopening a file, crashes) sit below the
-//! suite.
+//! suite. The scale-out cases (pending index, shard listings, leases, heartbeats) are in
+//! `store_contract/scale_out.rs`.
+//!
+//! The DynamoDB backend runs against moto on 127.0.0.1 (`common/moto.rs`), one fresh table
+//! per test.
 
 use std::any::Any;
 use std::collections::BTreeSet;
@@ -16,14 +20,30 @@ use wpfleet::model::{
     ReconcileRequest, Rejection, Spec, Status, TenantId, Tier, Timestamp, now,
 };
 use wpfleet::store::{
-    BackupPage, BackupPageRequest, Change, EmbeddedStore, Page, PageRequest, Store, StoreError,
-    StoreResult, Updated,
+    BackupPage, BackupPageRequest, Change, DynamoStore, EmbeddedStore, Page, PageRequest, Store,
+    StoreError, StoreResult, Updated,
 };
 
 /// A fresh, empty store and whatever must live as long as it (a temp dir, a table).
 struct Fixture {
     store: Arc<dyn Store>,
     _keep: Box<dyn Any + Send + Sync>,
+}
+
+#[path = "common/moto.rs"]
+mod moto;
+#[path = "store_contract/scale_out.rs"]
+mod scale_out;
+
+/// A fresh table on the local DynamoDB (moto), created the way `wpfleet store init` does.
+async fn dynamodb_fixture() -> Fixture {
+    let table = format!("wpfleet-test-{}", uuid::Uuid::new_v4().simple());
+    let store = DynamoStore::with_endpoint(&moto::endpoint(), &table).await;
+    store.create_table().await.expect("create the table");
+    Fixture {
+        store: Arc::new(store),
+        _keep: Box::new(()),
+    }
 }
 
 async fn embedded_fixture() -> Fixture {
@@ -73,11 +93,26 @@ macro_rules! store_contract {
                 a_backup_status_never_goes_back,
                 update_backup_keeps_identity_and_requested_at,
                 deleting_an_instance_keeps_its_backups,
+                a_new_instance_is_pending_until_its_status_records_convergence,
+                a_deletion_request_is_pending_and_a_deleted_record_is_not,
+                a_reconcile_request_is_pending_until_handled,
+                an_active_backup_keeps_its_instance_pending,
+                pending_returns_at_most_the_limit,
+                list_shard_pages_through_one_shard_in_key_order,
+                a_lease_is_exclusive_and_its_holder_may_take_it_again,
+                renewing_extends_only_the_current_holders_lease,
+                an_expired_lease_is_taken_over_with_a_higher_token,
+                a_released_lease_is_free_and_its_token_never_goes_back,
+                a_status_write_with_a_stale_fence_is_refused,
+                heartbeats_list_live_replicas_until_they_expire_or_leave,
             );
             store_contract!(@cases $fixture, "multi_thread";
                 concurrent_updates_lose_nothing,
                 concurrent_creates_of_one_key_admit_one,
                 concurrent_creates_of_one_backup_id_admit_one,
+                concurrent_acquires_of_one_shard_admit_one,
+                concurrent_status_and_spec_writes_lose_nothing,
+                a_backup_racing_a_converging_status_stays_pending,
             );
         }
     };
@@ -92,9 +127,8 @@ macro_rules! store_contract {
     };
 }
 
-// A second backend adds its fixture and one line, e.g.
-// `store_contract!(dynamodb, crate::dynamodb_fixture);`
 store_contract!(embedded, crate::embedded_fixture);
+store_contract!(dynamodb, crate::dynamodb_fixture);
 
 fn spec(organization: &str) -> Spec {
     Spec {
@@ -271,6 +305,8 @@ async fn all_backups(store: &Arc<dyn Store>, k: &InstanceKey, active_only: bool)
 }
 
 mod contract {
+    pub use crate::scale_out::*;
+
     use super::*;
 
     pub async fn create_then_get_round_trips(store: Arc<dyn Store>) {

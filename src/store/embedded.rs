@@ -87,7 +87,7 @@ use tokio::task::JoinHandle;
 
 use super::rules::{self, fresh_token};
 use super::*;
-use crate::model::{self, BackupStatus, FieldError};
+use crate::model::{self, FieldError};
 
 const FILE_NAME: &str = "wpfleet.redb";
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
@@ -599,27 +599,8 @@ fn backup_path(key: &InstanceKey, backup_id: &str) -> String {
     format!("{}/{backup_id}", key.path())
 }
 
-/// A backup id is the last segment of its key, so it must be one segment. (The API accepts
-/// only `model::is_backup_id` ids; this guards the key layout, not the id format.)
-fn check_backup_id(backup_id: &str) -> StoreResult<()> {
-    if backup_id.is_empty() || backup_id.contains('/') {
-        let error = FieldError::new("backupId", "must be non-empty and must not contain '/'");
-        return Err(StoreError::Rejected(Rejection::Invalid(vec![error])));
-    }
-    Ok(())
-}
-
-/// PENDING → RUNNING → COMPLETED | FAILED: a backup's status may only move to a higher rank.
-fn backup_rank(status: BackupStatus) -> u8 {
-    match status {
-        BackupStatus::Pending => 0,
-        BackupStatus::Running => 1,
-        BackupStatus::Completed | BackupStatus::Failed => 2,
-    }
-}
-
 fn create_backup_txn(db: &Database, backup: Backup) -> StoreResult<Backup> {
-    check_backup_id(&backup.backup_id)?;
+    rules::check_backup_id(&backup.backup_id)?;
     let key = backup.key();
     let path = backup_path(&key, &backup.backup_id);
     let txn = db.begin_write().or_unavailable()?;
@@ -648,7 +629,7 @@ fn create_backup_txn(db: &Database, backup: Backup) -> StoreResult<Backup> {
     Ok(backup)
 }
 
-fn update_backup_txn(db: &Database, mut backup: Backup) -> StoreResult<()> {
+fn update_backup_txn(db: &Database, backup: Backup) -> StoreResult<()> {
     let key = backup.key();
     let path = backup_path(&key, &backup.backup_id);
     let txn = db.begin_write().or_unavailable()?;
@@ -656,30 +637,10 @@ fn update_backup_txn(db: &Database, mut backup: Backup) -> StoreResult<()> {
         let mut backups = txn.open_table(BACKUPS).or_unavailable()?;
         let stored = read_backup(&backups, &path)?
             .ok_or_else(|| StoreError::BackupNotFound(key.clone(), backup.backup_id.clone()))?;
-        let id = &stored.backup_id;
-        if stored.status.is_final() {
-            return Err(StoreError::Conflict(format!(
-                "backup {id} of instance {key} is {}; a finished backup is never changed",
-                stored.status.as_str()
-            )));
-        }
-        if backup_rank(backup.status) < backup_rank(stored.status) {
-            return Err(StoreError::Conflict(format!(
-                "backup {id} of instance {key} cannot go back from {} to {}",
-                stored.status.as_str(),
-                backup.status.as_str()
-            )));
-        }
-        // Defensive: identity and request time are the stored record's, whatever the caller
-        // sent. (Identity already matches: it is what the record was looked up by.)
-        backup.tenant_id = stored.tenant_id.clone();
-        backup.instance_id = stored.instance_id.clone();
-        backup.backup_id = stored.backup_id.clone();
-        backup.requested_at = stored.requested_at;
-        if backup == stored {
+        let Some(backup) = rules::backup_update(&stored, backup)? else {
             // Nothing to write; dropping the transaction spares a commit (and its fsync).
             return Ok(());
-        }
+        };
         let mut active = txn.open_table(ACTIVE_BACKUPS).or_unavailable()?;
         put_backup(&mut backups, &mut active, &path, &backup)?;
         drop((backups, active));

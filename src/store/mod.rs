@@ -10,6 +10,7 @@
 //!
 //! The store, not the caller, maintains `generation`, `resourceVersion` and `updatedAt`.
 
+mod dynamodb;
 mod embedded;
 mod rules;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use dynamodb::{Created as TableCreated, DynamoStore};
 pub use embedded::EmbeddedStore;
 
 use crate::model::{

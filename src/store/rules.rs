@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
-use super::{Change, Fence, Lease, Mutation, desired_state_changed};
-use crate::model::{self, Instance, Rejection, Timestamp};
+use super::{Change, Fence, Lease, Mutation, StoreError, StoreResult, desired_state_changed};
+use crate::model::{self, Backup, BackupStatus, FieldError, Instance, Rejection, Timestamp};
 
 /// Runs the caller's mutation on a copy of `before`: `None` if it reports no change,
 /// otherwise the record to store, with the fields only the store maintains restored and
@@ -90,6 +90,51 @@ pub(crate) fn clears_pending_after_backup(inst: &Instance, other_active: bool) -
     !needs_reconcile(inst, other_active)
 }
 
+/// A backup id is the last segment of its key, so it must be one segment. (The API accepts
+/// only `model::is_backup_id` ids; this guards the key layout, not the id format.)
+pub(crate) fn check_backup_id(backup_id: &str) -> StoreResult<()> {
+    if backup_id.is_empty() || backup_id.contains('/') {
+        let error = FieldError::new("backupId", "must be non-empty and must not contain '/'");
+        return Err(StoreError::Rejected(Rejection::Invalid(vec![error])));
+    }
+    Ok(())
+}
+
+/// PENDING → RUNNING → COMPLETED | FAILED: a backup's status may only move to a higher rank.
+fn backup_rank(status: BackupStatus) -> u8 {
+    match status {
+        BackupStatus::Pending => 0,
+        BackupStatus::Running => 1,
+        BackupStatus::Completed | BackupStatus::Failed => 2,
+    }
+}
+
+/// `update_backup`: the record to write over `stored`, `None` if nothing changes, or
+/// `Conflict` if `stored` is final or the status would go back.
+pub(crate) fn backup_update(stored: &Backup, mut backup: Backup) -> StoreResult<Option<Backup>> {
+    let (id, key) = (&stored.backup_id, stored.key());
+    if stored.status.is_final() {
+        return Err(StoreError::Conflict(format!(
+            "backup {id} of instance {key} is {}; a finished backup is never changed",
+            stored.status.as_str()
+        )));
+    }
+    if backup_rank(backup.status) < backup_rank(stored.status) {
+        return Err(StoreError::Conflict(format!(
+            "backup {id} of instance {key} cannot go back from {} to {}",
+            stored.status.as_str(),
+            backup.status.as_str()
+        )));
+    }
+    // Defensive: identity and request time are the stored record's, whatever the caller
+    // sent. (Identity already matches: it is what the record was looked up by.)
+    backup.tenant_id = stored.tenant_id.clone();
+    backup.instance_id = stored.instance_id.clone();
+    backup.backup_id = stored.backup_id.clone();
+    backup.requested_at = stored.requested_at;
+    Ok((backup != *stored).then_some(backup))
+}
+
 /// `acquire_lease`: the lease `holder` gets, or `None` if someone else holds it.
 pub(crate) fn acquired(
     current: Option<&Lease>,
@@ -98,7 +143,7 @@ pub(crate) fn acquired(
     now: Timestamp,
     ttl: Duration,
 ) -> Option<Lease> {
-    let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    let expires_at = expiry(now, ttl);
     let token = match current {
         None => 1,
         // Our own lease (live or lapsed without a successor): nobody else wrote with a
@@ -124,7 +169,7 @@ pub(crate) fn renewed(
 ) -> Option<Lease> {
     let current = current.filter(|c| same_tenure(c, presented))?;
     Some(Lease {
-        expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+        expires_at: expiry(now, ttl),
         ..current.clone()
     })
 }
@@ -156,9 +201,12 @@ fn same_tenure(current: &Lease, presented: &Lease) -> bool {
         && current.token == presented.token
 }
 
-/// A heartbeat's expiry as stored.
+/// When a lease or heartbeat taken at `now` for `ttl` expires, at millisecond precision
+/// (what every backend stores).
 pub(crate) fn expiry(now: Timestamp, ttl: Duration) -> Timestamp {
-    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(365));
+    let at = now.checked_add_signed(ttl).unwrap_or(now);
+    Timestamp::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)
 }
 
 #[cfg(test)]
