@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use wpfleet::api::auth::{Auth, Verifier, dev_claims};
 use wpfleet::reconcile::ShardSettings;
-use wpfleet::server::{self, AuthSettings, CloudChoice, ServeConfig, SimCloudConfig};
+use wpfleet::server::{self, AuthSettings, CloudChoice, ServeConfig, SimCloudConfig, StoreChoice};
 use wpfleet::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -33,6 +33,9 @@ enum Command {
     Token(TokenArgs),
     /// Serve a simulated cloud over HTTP for several `serve --cloud sim-remote` replicas.
     SimCloud(SimCloudArgs),
+    /// Manage the desired-state store (`store init` creates the DynamoDB table).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Run a benchmark (simulated cloud, default rate limits); prints its ratio last.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -64,6 +67,30 @@ struct SimCloudArgs {
     /// Log format.
     #[arg(long, env = "WPFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Create the DynamoDB table with its indexes and TTL (standard AWS configuration:
+    /// region, credentials, `AWS_ENDPOINT_URL` for a local endpoint). An existing table
+    /// with the right shape is fine, so this can run on every deploy.
+    Init(StoreInitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StoreInitArgs {
+    /// Table name.
+    #[arg(long, env = "WPFLEET_TABLE", default_value = "wpfleet")]
+    table: String,
+}
+
+/// `--store`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// `wpfleet.redb` in the data dir (one process).
+    Embedded,
+    /// A DynamoDB table (`--table`), shared by several replicas; implies shard leasing.
+    Dynamodb,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +148,15 @@ struct ServeArgs {
     /// Directory of the embedded store and the simulated cloud's inventory.
     #[arg(long, env = "WPFLEET_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+
+    /// Where desired state lives. `dynamodb` lets several replicas share it and turns on
+    /// shard leasing.
+    #[arg(long, env = "WPFLEET_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    store: StoreKind,
+
+    /// DynamoDB table, with `--store dynamodb` (create it with `wpfleet store init`).
+    #[arg(long, env = "WPFLEET_TABLE", default_value = "wpfleet")]
+    table: String,
 
     /// Most reconcile passes running at once.
     #[arg(long, env = "WPFLEET_WORKERS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -223,6 +259,9 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
             Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
             Command::SimCloud(args) => sim_cloud(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Store(StoreCommand::Init(args)) => {
+                store_init(args).await.map(|()| ExitCode::SUCCESS)
+            }
             Command::Bench(which) => bench(which).await.map(|()| ExitCode::SUCCESS),
             Command::Openapi(args) => {
                 openapi(args);
@@ -259,13 +298,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (CloudKind::SimRemote, Some(url)) => CloudChoice::SimRemote { url },
             _ => CloudChoice::Sim,
         },
-        shards: (args.lease_shards || args.replica_id.is_some()).then(|| {
-            let mut settings =
-                ShardSettings::new(args.replica_id.unwrap_or_else(default_replica_id));
-            settings.lease_ttl = args.lease_ttl;
-            settings.pending_poll = args.pending_poll;
-            settings
-        }),
+        store: match args.store {
+            StoreKind::Embedded => StoreChoice::Embedded,
+            StoreKind::Dynamodb => StoreChoice::DynamoDb {
+                table: args.table.clone(),
+            },
+        },
+        // A shared store means other replicas may be running: lease, never assume.
+        shards: (args.lease_shards
+            || args.replica_id.is_some()
+            || args.store == StoreKind::Dynamodb)
+            .then(|| {
+                let mut settings =
+                    ShardSettings::new(args.replica_id.unwrap_or_else(default_replica_id));
+                settings.lease_ttl = args.lease_ttl;
+                settings.pending_poll = args.pending_poll;
+                settings
+            }),
         stuck_after: args.stuck_after,
         ..ServeConfig::default()
     };
@@ -275,10 +324,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         CloudChoice::Sim => format!("simulated (speed x{})", config.sim_speed),
         CloudChoice::SimRemote { url } => format!("simulated, served by {url}"),
     };
-    println!(
-        "  store: embedded ({}), cloud: {cloud}",
-        config.data_dir.display()
-    );
+    let store = match &config.store {
+        StoreChoice::Embedded => format!("embedded ({})", config.data_dir.display()),
+        StoreChoice::DynamoDb { table } => format!("DynamoDB table {table}"),
+    };
+    println!("  store: {store}, cloud: {cloud}");
     if let Some(shards) = &config.shards {
         println!("  replica: {} (leasing shards)", shards.replica_id);
     }
@@ -329,6 +379,16 @@ async fn sim_cloud(args: SimCloudArgs) -> anyhow::Result<()> {
         token.cancel();
     });
     running.wait().await;
+    Ok(())
+}
+
+async fn store_init(args: StoreInitArgs) -> anyhow::Result<()> {
+    use wpfleet::store::{DynamoStore, TableCreated};
+    let created = DynamoStore::init(&args.table).await?;
+    match created {
+        TableCreated::New => println!("created table {} (indexes, TTL)", args.table),
+        TableCreated::Existing => println!("table {} exists and has the right shape", args.table),
+    }
     Ok(())
 }
 

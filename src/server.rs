@@ -20,7 +20,7 @@ use crate::cloud::remote::RemoteCloud;
 use crate::cloud::sim::{SimCloud, SimConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::{Backoff, Reconciler, RunConfig, ShardSettings, Shards};
-use crate::store::{EmbeddedStore, Store};
+use crate::store::{DynamoStore, EmbeddedStore, Store};
 
 /// Everything `serve` needs; the CLI fills it from flags and `WPFLEET_*` variables.
 #[derive(Debug, Clone)]
@@ -39,6 +39,18 @@ pub struct ServeConfig {
     /// Shard leasing for several replicas on a shared store; `None`: this process owns
     /// every instance (the embedded store cannot be shared anyway).
     pub shards: Option<ShardSettings>,
+    /// Where desired state and status live.
+    pub store: StoreChoice,
+}
+
+/// Which `Store` the server keeps desired state in.
+#[derive(Debug, Clone, Default)]
+pub enum StoreChoice {
+    /// `wpfleet.redb` in the data dir: one process, nothing to set up.
+    #[default]
+    Embedded,
+    /// A DynamoDB table (standard AWS configuration), shared by several replicas.
+    DynamoDb { table: String },
 }
 
 /// Which cloud the reconciler drives.
@@ -80,6 +92,7 @@ impl Default for ServeConfig {
             cloud: CloudChoice::Sim,
             stuck_after: Duration::from_secs(15 * 60),
             shards: None,
+            store: StoreChoice::Embedded,
         }
     }
 }
@@ -135,10 +148,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     check_sim_speed(config.sim_speed)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&config.data_dir)
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
-    );
+    let store = open_store(&config).await?;
     let (cloud, sim) = open_cloud(&config).await?;
     let shards = match &config.shards {
         Some(settings) => Shards::leased(store.clone(), settings.clone()),
@@ -197,6 +207,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         dev_token,
         shutdown,
         tasks,
+    })
+}
+
+async fn open_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.store {
+        StoreChoice::Embedded => Arc::new(
+            EmbeddedStore::open(&config.data_dir)
+                .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
+        ),
+        StoreChoice::DynamoDb { table } => Arc::new(
+            DynamoStore::connect(table)
+                .await
+                .with_context(|| format!("connecting to the DynamoDB table {table}"))?,
+        ),
     })
 }
 
