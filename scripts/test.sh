@@ -21,8 +21,9 @@ if [ ! -x .venv/bin/moto_server ]; then
 fi
 MOTO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p target
-# ECS in moto reports runningCount 0 unless told how many tasks "run".
-MOTO_ECS_SERVICE_RUNNING=2 .venv/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" >target/moto.log 2>&1 &
+# ECS in moto reports runningCount 0 unless told how many tasks "run". The wrapper is
+# moto_server with DynamoDB requests serialized (see scripts/moto_server.py for why).
+MOTO_ECS_SERVICE_RUNNING=2 .venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" >target/moto.log 2>&1 &
 MOTO_PID=$!
 trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

@@ -23,11 +23,11 @@ use crate::model::{
     Backup, BackupStatus, ConditionType, ConditionUpdate, Instance, InstanceKey, Phase, Status,
     now, set_condition,
 };
-use crate::store::{BackupPageRequest, PageRequest, Store, StoreError};
+use crate::store::{BackupPageRequest, Fence, PageRequest, Store, StoreError};
 
 use super::plan::{Plan, PlanInput, data_generation, plan};
 use super::queue::{Backoff, Outcome, Priority, WorkQueue};
-use super::shards::Shards;
+use super::shards::{Claim, Shards};
 use super::status::{PassError, PassOutcome, next_status, should_list_tasks};
 use crate::metrics::{CONTROLLER, Metrics};
 
@@ -289,8 +289,8 @@ impl Reconciler {
         let mut live = Vec::with_capacity(batch.len());
         for key in batch {
             // Another replica owns it (an API write landed here); the owner picks it up
-            // from the pending index.
-            if !self.shards.owns(&key) {
+            // from the pending index. Otherwise the claim holds the shard for the pass.
+            let Some(claim) = self.shards.claim(&key) else {
                 self.untrack(&key);
                 self.wave_done(&key);
                 self.queue.done(
@@ -300,9 +300,9 @@ impl Reconciler {
                     },
                 );
                 continue;
-            }
+            };
             match self.store.get(&key).await {
-                Ok(Some(inst)) => live.push(inst),
+                Ok(Some(inst)) => live.push((inst, claim)),
                 Ok(None) => {
                     self.untrack(&key);
                     self.wave_done(&key);
@@ -321,20 +321,20 @@ impl Reconciler {
         if live.is_empty() {
             return;
         }
-        let keys: Vec<InstanceKey> = live.iter().map(Instance::key).collect();
+        let keys: Vec<InstanceKey> = live.iter().map(|(inst, _)| inst.key()).collect();
         let observe = CALL_CONTEXT.scope(self.call_context(None), self.cloud.observe(&keys));
         match observe.await {
             Ok(observed) => {
-                let passes = live
-                    .into_iter()
-                    .zip(observed)
-                    .map(|(inst, obs)| self.clone().pass(inst, obs, workers.clone()));
+                let passes = live.into_iter().zip(observed).map(|((inst, claim), obs)| {
+                    self.clone().pass(inst, claim, obs, workers.clone())
+                });
                 futures::future::join_all(passes).await;
             }
             Err(error) => {
                 warn!(instances = keys.len(), %error, "observation failed");
-                for inst in live {
-                    self.record_observe_failure(&inst, &error).await;
+                for (inst, claim) in live {
+                    self.record_observe_failure(&inst, claim.fence(), &error)
+                        .await;
                     self.count_result(Outcome::Failure);
                     self.wave_done(&inst.key());
                     self.queue.done(&inst.key(), Outcome::Failure);
@@ -343,8 +343,15 @@ impl Reconciler {
         }
     }
 
-    /// One reconcile pass of one instance, given its observation.
-    async fn pass(self: Arc<Self>, inst: Instance, obs: Observed, workers: Arc<Semaphore>) {
+    /// One reconcile pass of one instance, given its observation, under `claim` (which
+    /// keeps the shard's lease from being given back until the pass ends).
+    async fn pass(
+        self: Arc<Self>,
+        inst: Instance,
+        claim: Claim,
+        obs: Observed,
+        workers: Arc<Semaphore>,
+    ) {
         let key = inst.key();
         let Ok(_permit) = workers.acquire_owned().await else {
             return; // closed: shutting down
@@ -355,12 +362,12 @@ impl Reconciler {
             instance_id = %key.instance_id,
             generation = inst.metadata.generation
         );
-        let ctx = self.call_context(Some(&key));
+        let ctx = self.call_context(claim.fence());
         let active = self.metrics.active_workers.with_label_values(&[CONTROLLER]);
         active.inc();
         let started = std::time::Instant::now();
         let outcome = CALL_CONTEXT
-            .scope(ctx, self.reconcile(inst, obs))
+            .scope(ctx, self.reconcile(inst, claim.fence(), obs))
             .instrument(span)
             .await;
         active.dec();
@@ -419,15 +426,17 @@ impl Reconciler {
         }
     }
 
-    /// Who is calling the cloud: this replica and, for one instance, its shard's fence.
-    fn call_context(&self, key: Option<&InstanceKey>) -> CallContext {
+    /// Who is calling the cloud: this replica and, for one instance, the fence of the lease
+    /// its pass runs under.
+    fn call_context(&self, fence: Option<Fence>) -> CallContext {
         CallContext {
             replica: self.shards.replica_id().map(str::to_owned),
-            fence: key.and_then(|k| self.shards.fence(k)).map(|f| f.token),
+            fence: fence.map(|f| f.token),
         }
     }
 
-    async fn reconcile(&self, inst: Instance, mut obs: Observed) -> Outcome {
+    /// `fence`: the pass's claim on the shard; every status write presents it.
+    async fn reconcile(&self, inst: Instance, fence: Option<Fence>, mut obs: Observed) -> Outcome {
         let key = inst.key();
         let context = match self.load_context(&inst).await {
             Ok(c) => c,
@@ -487,7 +496,7 @@ impl Reconciler {
             );
         }
         if let Some(early) = self
-            .write_status(&key, inst.metadata.generation, status)
+            .write_status(&key, inst.metadata.generation, status, fence)
             .await
         {
             return early;
@@ -575,8 +584,8 @@ impl Reconciler {
         key: &InstanceKey,
         generation: u64,
         status: Status,
+        fence: Option<Fence>,
     ) -> Option<Outcome> {
-        let fence = self.shards.fence(key);
         match self
             .store
             .write_status(key, generation, status, fence)
@@ -715,7 +724,12 @@ impl Reconciler {
     }
 
     /// Keeps the last known status but says why this pass could not look at the cloud.
-    async fn record_observe_failure(&self, inst: &Instance, error: &CloudError) {
+    async fn record_observe_failure(
+        &self,
+        inst: &Instance,
+        fence: Option<Fence>,
+        error: &CloudError,
+    ) {
         let at = now();
         let mut status = inst.status.clone();
         status.last_reconcile_at = Some(at);
@@ -735,12 +749,7 @@ impl Reconciler {
         set_condition(&mut status.conditions, synced, at);
         if let Err(e) = self
             .store
-            .write_status(
-                &inst.key(),
-                inst.metadata.generation,
-                status,
-                self.shards.fence(&inst.key()),
-            )
+            .write_status(&inst.key(), inst.metadata.generation, status, fence)
             .await
         {
             debug!(error = %e, "status write after failed observation");

@@ -3,7 +3,7 @@
 //! `./scripts/test.sh` installs moto into `./.venv`, starts it on 127.0.0.1 and exports
 //! `WPFLEET_TEST_AWS_ENDPOINT`. Running a suite directly with `cargo test` works too when
 //! `./.venv/bin/moto_server` exists: the first test that needs it starts one for the test
-//! process. Nothing here ever reaches real AWS.
+//! process, and it ends with the test process. Nothing here ever reaches real AWS.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -38,6 +38,9 @@ fn start() -> Moto {
             _child: None,
         };
     }
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    // moto_server with DynamoDB requests serialized: see the script for why.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto_server.py");
     let server = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/moto_server");
     assert!(
         std::path::Path::new(server).exists(),
@@ -45,19 +48,48 @@ fn start() -> Moto {
          moto into ./.venv), or set WPFLEET_TEST_AWS_ENDPOINT"
     );
     let port = free_port();
-    let child = Command::new(server)
+    let mut command = Command::new(python);
+    command
+        .arg(script)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .env("MOTO_ECS_SERVICE_RUNNING", "2")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto_server");
+        .stderr(Stdio::null());
+    let child = spawn_tied_to_this_process(command);
     let endpoint = format!("http://127.0.0.1:{port}");
     wait_ready(port);
     Moto {
         endpoint,
         _child: Some(child),
     }
+}
+
+/// Spawns `command` so that it is killed when this process ends (a static is never
+/// dropped, and test processes end without cleanup). Linux delivers the parent-death
+/// signal when the spawning *thread* ends, so the spawn happens on a thread that parks
+/// for the life of the process rather than on a test's runtime thread.
+fn spawn_tied_to_this_process(mut command: Command) -> Child {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(command.spawn());
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv()
+        .expect("spawner thread")
+        .expect("start moto_server")
 }
 
 fn free_port() -> u16 {
