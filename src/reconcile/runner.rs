@@ -27,7 +27,7 @@ use crate::store::{BackupPageRequest, Fence, PageRequest, Store, StoreError};
 
 use super::plan::{Plan, PlanInput, data_generation, plan};
 use super::queue::{Backoff, Outcome, Priority, WorkQueue};
-use super::shards::{Claim, Shards};
+use super::shards::{Claim, NotNow, Shards};
 use super::status::{PassError, PassOutcome, next_status, should_list_tasks};
 use crate::metrics::{CONTROLLER, Metrics};
 
@@ -288,18 +288,19 @@ impl Reconciler {
     async fn run_batch(self: Arc<Self>, batch: Vec<InstanceKey>, workers: Arc<Semaphore>) {
         let mut live = Vec::with_capacity(batch.len());
         for key in batch {
-            // Another replica owns it (an API write landed here); the owner picks it up
-            // from the pending index. Otherwise the claim holds the shard for the pass.
-            let Some(claim) = self.shards.claim(&key) else {
-                self.untrack(&key);
-                self.wave_done(&key);
-                self.queue.done(
-                    &key,
-                    Outcome::Success {
-                        requeue_after: None,
-                    },
-                );
-                continue;
+            // Another replica owns it (an API write landed here): the owner picks it up from
+            // the pending index. Otherwise the claim holds the shard for the pass.
+            let claim = match self.shards.claim(&key) {
+                Ok(claim) => claim,
+                Err(why) => {
+                    self.untrack(&key);
+                    self.wave_done(&key);
+                    // A renewal is due any moment: look again after it, not never.
+                    let requeue_after =
+                        (why == NotNow::Expiring).then(|| self.shards.recheck_after());
+                    self.queue.done(&key, Outcome::Success { requeue_after });
+                    continue;
+                }
             };
             match self.store.get(&key).await {
                 Ok(Some(inst)) => live.push((inst, claim)),
@@ -463,11 +464,13 @@ impl Reconciler {
         };
         let plan = plan(&input, &obs);
         let mut backups = context.backups.clone();
-        // The lease may have run out while observing; never act on a shard we lost.
+        // The lease may have run low while observing: never act on a shard we may have
+        // lost. Look again after the next lease round; if the shard moved, that pass will
+        // not start here and its new owner has the instance.
         if !self.shards.owns(&key) {
-            warn!("shard lease lost before acting; leaving the instance to its new owner");
+            debug!("shard lease too short to act on; looking again after the lease round");
             return Outcome::Success {
-                requeue_after: None,
+                requeue_after: Some(self.shards.recheck_after()),
             };
         }
         if outcome.error.is_none() {

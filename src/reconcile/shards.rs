@@ -58,7 +58,21 @@ impl ShardSettings {
     fn margin(&self) -> Duration {
         self.lease_ttl / 5
     }
+
+    /// A replica that missed two heartbeats (one per tick) counts as gone. That is shorter
+    /// than the least a renewed lease has left (two thirds of the TTL, less a tick), so the
+    /// others raise their fair share before a dead replica's leases run out and take them
+    /// the moment they do. Counting a slow replica as gone for a moment is harmless: its
+    /// leases are still live, so nothing is taken from it.
+    fn heartbeat_ttl(&self) -> Duration {
+        self.tick() * 2
+    }
 }
+
+/// Most acquisition attempts in one round: a replica joining an empty fleet takes the
+/// shards over a few rounds instead of one long round (renewals run on their own loop,
+/// but a long round delays heartbeats and hand-overs).
+const MAX_ACQUIRE_PER_ROUND: usize = 24;
 
 pub struct Shards {
     store: Arc<dyn Store>,
@@ -112,6 +126,25 @@ impl Drop for Claim {
             }
         }
     }
+}
+
+/// What a balancing round did.
+struct Round {
+    /// Shards this replica newly works on.
+    gained: Vec<u32>,
+    /// When still short of its share: the earliest expiry of another replica's lease.
+    next_expiry: Option<crate::model::Timestamp>,
+}
+
+/// Why a pass may not start on an instance now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotNow {
+    /// Another replica's shard (or nobody's yet): its holder picks the instance up.
+    NotHeld,
+    /// Being handed over; the next holder queues the shard's instances when it gains it.
+    Draining,
+    /// Held, but with less than the margin left until a renewal lands: look again soon.
+    Expiring,
 }
 
 /// What one round does to move this replica towards its fair share (pure; see
@@ -197,12 +230,12 @@ impl Shards {
     pub fn owns_shard(&self, shard: u32) -> bool {
         match &self.leasing {
             None => true,
-            Some(l) => l.usable(&l.lock(), shard).is_some(),
+            Some(l) => l.usable(&l.lock(), shard).is_ok(),
         }
     }
 
     /// Starts a pass on `key` if this replica may work on it now (see [`Claim`]).
-    pub fn claim(self: &Arc<Self>, key: &InstanceKey) -> Option<Claim> {
+    pub fn claim(self: &Arc<Self>, key: &InstanceKey) -> Result<Claim, NotNow> {
         let shard = self.shard(key);
         let fence = match &self.leasing {
             None => None,
@@ -213,11 +246,19 @@ impl Shards {
                 Some(fence)
             }
         };
-        Some(Claim {
+        Ok(Claim {
             shards: self.clone(),
             shard,
             fence,
         })
+    }
+
+    /// When to look again at an instance whose pass could not start for `NotNow::Expiring`:
+    /// one lease round, after which the renewal has landed (or the shard has moved).
+    pub fn recheck_after(&self) -> Duration {
+        self.leasing
+            .as_ref()
+            .map_or(Duration::ZERO, |l| l.settings.tick())
     }
 
     /// Shards this replica reconciles (held and not being given back), in order.
@@ -238,6 +279,9 @@ impl Shards {
 
     /// Keeps the leases until `shutdown`, then releases them. `gained` is told about
     /// shards this replica newly works on, so their instances are queued.
+    ///
+    /// Renewing runs on its own loop: a slow heartbeat, listing or acquisition must never
+    /// make a renewal late (a late renewal is a lost lease).
     pub async fn run(
         self: Arc<Self>,
         gained: impl Fn(Vec<u32>) + Send + 'static,
@@ -245,26 +289,49 @@ impl Shards {
     ) {
         let Some(l) = &self.leasing else { return };
         let tick = l.settings.tick();
-        loop {
-            match self.rebalance(l).await {
-                Ok(new) if !new.is_empty() => gained(new),
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "lease round failed; retrying"),
+        let renewing = async {
+            loop {
+                self.renew_due(l).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(tick) => {}
+                    _ = shutdown.cancelled() => break,
+                }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(tick) => {}
-                _ = shutdown.cancelled() => break,
+        };
+        let balancing = async {
+            loop {
+                let mut pause = tick;
+                match self.rebalance(l).await {
+                    Ok(round) => {
+                        if !round.gained.is_empty() {
+                            gained(round.gained);
+                        }
+                        // Wanting more and a lease runs out before the next tick: try
+                        // again right then (a dead replica's shards are taken over about
+                        // one lease TTL after its last renewal, not a tick later).
+                        if let Some(at) = round.next_expiry {
+                            let until = (at - now()).to_std().unwrap_or_default();
+                            pause = pause.min(until + Duration::from_millis(20));
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "lease round failed; retrying"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => break,
+                }
             }
-        }
+        };
+        tokio::join!(renewing, balancing);
         self.release_all(l).await;
     }
 
-    /// One round: heartbeat, renew what is due, release drained shards, then move towards
-    /// a fair share. Returns the shards this replica newly works on.
-    async fn rebalance(&self, l: &Leasing) -> Result<Vec<u32>, crate::store::StoreError> {
+    /// One round: heartbeat, release drained shards, then move towards a fair share.
+    async fn rebalance(&self, l: &Leasing) -> Result<Round, crate::store::StoreError> {
         let s = &l.settings;
-        self.store.heartbeat(&s.replica_id, s.lease_ttl).await?;
-        self.renew_due(l).await;
+        self.store
+            .heartbeat(&s.replica_id, s.heartbeat_ttl())
+            .await?;
         self.release_drained(l).await;
         let replicas = self.store.replicas().await?.len().max(1) as u32;
         let fair = self.count.div_ceil(replicas) as usize;
@@ -274,22 +341,37 @@ impl Shards {
             share_moves(state.held.len() - draining, draining, fair)
         };
         l.drain(moves.drain);
-        let mut gained = l.undrain(moves.undrain);
+        let mut round = Round {
+            gained: l.undrain(moves.undrain),
+            next_expiry: None,
+        };
         if moves.acquire > 0 {
-            gained.extend(self.acquire_free(l, moves.acquire).await?);
+            let acquired = self.acquire_free(l, moves.acquire).await?;
+            round.gained.extend(acquired.gained);
+            round.next_expiry = acquired.next_expiry;
         }
-        Ok(gained)
+        Ok(round)
     }
 
+    /// Renews every lease with less than two thirds of its TTL left, concurrently: one slow
+    /// store call must not make the others late.
     async fn renew_due(&self, l: &Leasing) {
         let s = &l.settings;
         let due = chrono::Duration::from_std(s.lease_ttl * 2 / 3).unwrap_or_default();
-        let leases: Vec<Lease> = l.lock().held.values().cloned().collect();
-        for lease in leases {
-            if lease.expires_at - now() > due {
-                continue;
-            }
-            match self.store.renew_lease(&lease, s.lease_ttl).await {
+        let at = now();
+        let leases: Vec<Lease> = l
+            .lock()
+            .held
+            .values()
+            .filter(|lease| lease.expires_at - at <= due)
+            .cloned()
+            .collect();
+        let renewals = leases.into_iter().map(|lease| async move {
+            let result = self.store.renew_lease(&lease, s.lease_ttl).await;
+            (lease, result)
+        });
+        for (lease, result) in futures::future::join_all(renewals).await {
+            match result {
                 Ok(Some(renewed)) => {
                     let mut state = l.lock();
                     // Unless it was released meanwhile.
@@ -334,43 +416,69 @@ impl Shards {
         }
     }
 
+    /// Tries to take up to `wanted` free shards, a batch at a time, concurrently. Replicas
+    /// short of shards at the same moment race for the same free ones; a lost race only
+    /// moves on to the next free shard, so the round ends with the share taken (or no free
+    /// shard left), not a tick later. At most `MAX_ACQUIRE_PER_ROUND` attempts per round,
+    /// so a round stays short.
     async fn acquire_free(
         &self,
         l: &Leasing,
         wanted: usize,
-    ) -> Result<Vec<u32>, crate::store::StoreError> {
+    ) -> Result<Round, crate::store::StoreError> {
         let s = &l.settings;
         let at = now();
-        let taken: HashSet<u32> = self
+        let others: Vec<Lease> = self
             .store
             .leases()
             .await?
             .into_iter()
             .filter(|lease| !lease.holder.is_empty() && lease.expires_at > at)
-            .map(|lease| lease.shard)
+            .filter(|lease| lease.holder != s.replica_id)
             .collect();
+        let taken: HashSet<u32> = others.iter().map(|lease| lease.shard).collect();
         // Start at a replica-specific offset so replicas do not all race for shard 0.
         let offset = fnv(&s.replica_id);
+        let mut candidates: std::collections::VecDeque<u32> = {
+            let state = l.lock();
+            (0..self.count)
+                .map(|i| offset.wrapping_add(i) % self.count)
+                .filter(|shard| !taken.contains(shard) && !state.held.contains_key(shard))
+                .collect()
+        };
         let mut gained = vec![];
-        for i in 0..self.count {
-            if gained.len() == wanted {
-                break;
-            }
-            let shard = (offset.wrapping_add(i)) % self.count;
-            if taken.contains(&shard) || l.lock().held.contains_key(&shard) {
-                continue;
-            }
-            if let Some(lease) = self
-                .store
-                .acquire_lease(shard, &s.replica_id, s.lease_ttl)
-                .await?
-            {
-                info!(shard, token = lease.token, "shard acquired");
-                l.lock().held.insert(shard, lease);
-                gained.push(shard);
+        let mut attempts = 0;
+        while gained.len() < wanted && attempts < MAX_ACQUIRE_PER_ROUND && !candidates.is_empty() {
+            let batch = (wanted - gained.len()).min(MAX_ACQUIRE_PER_ROUND - attempts);
+            let shards: Vec<u32> = (0..batch).filter_map(|_| candidates.pop_front()).collect();
+            attempts += shards.len();
+            let tries = shards.into_iter().map(|shard| async move {
+                let result = self
+                    .store
+                    .acquire_lease(shard, &s.replica_id, s.lease_ttl)
+                    .await;
+                (shard, result)
+            });
+            for (shard, result) in futures::future::join_all(tries).await {
+                match result {
+                    Ok(Some(lease)) => {
+                        info!(shard, token = lease.token, "shard acquired");
+                        l.lock().held.insert(shard, lease);
+                        gained.push(shard);
+                    }
+                    // Another replica was quicker.
+                    Ok(None) => {}
+                    Err(e) => warn!(shard, error = %e, "acquiring a shard failed"),
+                }
             }
         }
-        Ok(gained)
+        let next_expiry = (gained.len() < wanted)
+            .then(|| others.iter().map(|lease| lease.expires_at).min())
+            .flatten();
+        Ok(Round {
+            gained,
+            next_expiry,
+        })
     }
 
     /// Shutdown: drains every shard (passes in flight finish under their lease, which is
@@ -413,13 +521,16 @@ impl Leasing {
 
     /// The lease of `shard` if a pass may start on it: held, not draining, with at least
     /// the margin left.
-    fn usable<'a>(&self, state: &'a LeaseState, shard: u32) -> Option<&'a Lease> {
+    fn usable<'a>(&self, state: &'a LeaseState, shard: u32) -> Result<&'a Lease, NotNow> {
         let margin = chrono::Duration::from_std(self.settings.margin()).unwrap_or_default();
-        state
-            .held
-            .get(&shard)
-            .filter(|lease| lease.expires_at - margin > now())
-            .filter(|_| !state.draining.contains(&shard))
+        let lease = state.held.get(&shard).ok_or(NotNow::NotHeld)?;
+        if state.draining.contains(&shard) {
+            return Err(NotNow::Draining);
+        }
+        if lease.expires_at - margin <= now() {
+            return Err(NotNow::Expiring);
+        }
+        Ok(lease)
     }
 
     /// Stops starting passes on `n` more shards (the highest); `release_drained` gives
@@ -530,14 +641,20 @@ mod tests {
 
         // A pass on the highest shard, the first one `a` gives back when `b` joins.
         let busy = key_in_shard(count as u32 - 1, count as u32);
-        let claim = a.claim(&busy).expect("a owns it");
+        let claim = a
+            .claim(&busy)
+            .unwrap_or_else(|e| panic!("a owns it: {e:?}"));
         assert!(claim.fence().is_some());
         let run_b = tokio::spawn(b.clone().run(|_| {}, stop_b.clone()));
         until("b takes its half but the busy shard", || {
             b.held().len() == count / 2 - 1 && a.held().len() == count / 2
         })
         .await;
-        assert!(!a.owns(&busy), "no new pass starts on a draining shard");
+        assert_eq!(
+            a.claim(&busy).err(),
+            Some(NotNow::Draining),
+            "no new pass starts on a draining shard"
+        );
         tokio::time::sleep(Duration::from_millis(600)).await;
         let busy_lease = store
             .leases()
@@ -557,7 +674,7 @@ mod tests {
         .await;
         assert!(b.owns(&busy));
         assert!(
-            b.claim(&busy).unwrap().fence().unwrap().token > 1,
+            b.claim(&busy).ok().unwrap().fence().unwrap().token > 1,
             "a higher token"
         );
 

@@ -250,7 +250,10 @@ impl DynamoStore {
                 inst.metadata.reconcile_request = None;
             }
             inst.status = status.clone();
-            let active = self.has_active_backup(key).await?;
+            // Backups matter only when nothing else keeps the instance pending: spare the
+            // query on the (many) passes of an instance still converging.
+            let active =
+                !rules::needs_reconcile(inst, false) && self.has_active_backup(key).await?;
             let pending = rules::pending_after_status(inst, active, current.pending.clone());
             let item = InstanceItem {
                 instance: current.instance,
