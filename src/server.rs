@@ -157,6 +157,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         sim.set_metrics(metrics.clone());
     }
     let reconciler = Reconciler::new(store.clone(), cloud.clone(), shards, run_config, metrics);
+    if let Some(sim) = &sim {
+        let sim = sim.clone();
+        reconciler.drop_triggers_when(Arc::new(move || sim.drop_trigger()));
+    }
     let auth = Arc::new(build_auth(&config.auth).await?);
     let dev_token = auth.mint(&dev_claims(
         "wpfleet-dev-operator",

@@ -61,6 +61,13 @@ pub type CloudResult<T> = Result<T, CloudError>;
 pub struct CallContext {
     pub replica: Option<String>,
     pub fence: Option<u64>,
+    /// The reconcile pass making the call (a per-process sequence number), so a call log
+    /// can tell passes apart (issue 7: backoff is asserted from the call log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<u64>,
+    /// How many passes of this instance failed in a row before this one (0: not a retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 tokio::task_local! {

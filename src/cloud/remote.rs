@@ -208,6 +208,7 @@ fn context(headers: &HeaderMap) -> CallContext {
     CallContext {
         replica: header(REPLICA_HEADER).map(str::to_owned),
         fence: header(FENCE_HEADER).and_then(|v| v.parse().ok()),
+        ..CallContext::default()
     }
 }
 

@@ -6,6 +6,7 @@
 //! a trigger or the periodic resync.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -80,10 +81,20 @@ struct PassContext {
 #[derive(Clone)]
 pub struct Trigger {
     queue: Arc<WorkQueue>,
+    /// Fault injection (simulated cloud only): says when to drop a trigger, as a missed
+    /// event would; the periodic resync must then notice the write.
+    drops: Option<TriggerFault>,
 }
+
+/// Decides, per trigger, whether to drop it (see `Reconciler::drop_triggers_when`).
+pub type TriggerFault = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Trigger {
     pub fn now(&self, key: InstanceKey) {
+        if self.drops.as_ref().is_some_and(|drop| drop()) {
+            debug!(instance = %key, "trigger dropped (injected fault)");
+            return;
+        }
         self.queue.add(key, Priority::User, Duration::ZERO);
     }
 }
@@ -99,6 +110,10 @@ pub struct Reconciler {
     tracker: Mutex<HashMap<InstanceKey, Tracked>>,
     /// The resync wave in progress, for `wpfleet_resync_aws_calls_per_instance`.
     wave: Mutex<Option<ResyncWave>>,
+    /// Passes started, to number them in the cloud's call log.
+    passes: AtomicU64,
+    /// Injected missed events for the triggers handed out (tests, simulated cloud).
+    trigger_fault: Mutex<Option<TriggerFault>>,
     config: RunConfig,
 }
 
@@ -153,6 +168,8 @@ impl Reconciler {
             metrics,
             tracker: Mutex::new(HashMap::new()),
             wave: Mutex::new(None),
+            passes: AtomicU64::new(0),
+            trigger_fault: Mutex::new(None),
             config,
         })
     }
@@ -222,7 +239,14 @@ impl Reconciler {
     pub fn trigger(&self) -> Trigger {
         Trigger {
             queue: self.queue.clone(),
+            drops: lock(&self.trigger_fault).clone(),
         }
+    }
+
+    /// Triggers handed out from now on are dropped whenever `fault` says so (fault
+    /// injection: the simulated cloud's `dropTriggerRate`).
+    pub fn drop_triggers_when(&self, fault: TriggerFault) {
+        *lock(&self.trigger_fault) = Some(fault);
     }
 
     pub fn queue(&self) -> &WorkQueue {
@@ -420,10 +444,13 @@ impl Reconciler {
     }
 
     /// Who is calling the cloud: this replica and, for one instance, its shard's fence.
+    /// For one instance, also numbers the pass and says how many passes failed before it.
     fn call_context(&self, key: Option<&InstanceKey>) -> CallContext {
         CallContext {
             replica: self.shards.replica_id().map(str::to_owned),
             fence: key.and_then(|k| self.shards.fence(k)).map(|f| f.token),
+            pass: key.map(|_| self.passes.fetch_add(1, Ordering::Relaxed) + 1),
+            attempt: key.map(|k| self.queue.failures(k)),
         }
     }
 

@@ -52,11 +52,13 @@ mod view;
 #[cfg(test)]
 mod tests;
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -73,7 +75,7 @@ use super::{
 };
 use crate::model::InstanceKey;
 
-pub use self::calls::{CallRecord, MAX_CALL_LOG, OpStats, PersistStats, SimStats};
+pub use self::calls::{CallRecord, InjectedStats, MAX_CALL_LOG, OpStats, PersistStats, SimStats};
 pub use self::ecs::MAX_PAST_TASKS;
 pub use self::persist::FILE_NAME;
 pub use self::view::{
@@ -177,6 +179,25 @@ pub struct Faults {
     /// when each job starts.
     #[serde(default)]
     pub backup_failure_rate: f64,
+    /// Stale view (issue 7, after Sieve): fraction of per-instance observations answered
+    /// with an older snapshot of the instance's resources, one the controller saw before.
+    #[serde(default)]
+    pub stale_observation_rate: f64,
+    /// Reordered updates: fraction of per-instance observations that show the service of
+    /// one moment and the data resources (access points, databases, snapshots, log group)
+    /// of another, so a later change is seen without an earlier one.
+    #[serde(default)]
+    pub reorder_rate: f64,
+    /// Missed event: fraction of the reconcile triggers of API writes that are dropped;
+    /// only the periodic resync notices those writes.
+    #[serde(default)]
+    pub drop_trigger_rate: f64,
+}
+
+impl Faults {
+    fn distorts_views(&self) -> bool {
+        self.stale_observation_rate > 0.0 || self.reorder_rate > 0.0
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +237,10 @@ pub struct SimCloud {
     speed: f64,
     inventory: Mutex<Inventory>,
     calls: Mutex<CallBook>,
+    /// Recent observations per instance, kept only while a view fault is on (the older
+    /// snapshots a stale or reordered view is made of). Locked on its own, never together
+    /// with another lock.
+    history: Mutex<HashMap<InstanceKey, VecDeque<Observed>>>,
     /// `None` for an in-memory cloud.
     persister: Option<Persister>,
 }
@@ -238,6 +263,7 @@ impl SimCloud {
             speed: sane_speed(config.speed),
             inventory: Mutex::new(inventory),
             calls: Mutex::new(CallBook::new(&config.limits, config.faults)),
+            history: Mutex::new(HashMap::new()),
             persister,
         }
     }
@@ -266,7 +292,63 @@ impl SimCloud {
     }
 
     pub fn set_faults(&self, faults: Faults) {
+        if !faults.distorts_views() {
+            self.history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
         self.lock_calls().set_faults(faults);
+    }
+
+    /// Whether to drop the reconcile trigger of one API write (`Faults::drop_trigger_rate`);
+    /// the server asks this for every trigger when it runs on the simulated cloud.
+    pub fn drop_trigger(&self) -> bool {
+        let mut calls = self.lock_calls();
+        let drop = rand::random::<f64>() < calls.faults().drop_trigger_rate;
+        calls.count_dropped_trigger(drop);
+        drop
+    }
+
+    /// Applies the view faults to fresh observations: some are answered from an older
+    /// snapshot, some mix an older and a fresh one. Remembers the fresh ones.
+    fn distort(&self, keys: &[InstanceKey], fresh: Vec<Observed>) -> Vec<Observed> {
+        let faults = self.lock_calls().faults().clone();
+        if !faults.distorts_views() {
+            return fresh;
+        }
+        let (mut stale, mut reordered) = (0, 0);
+        let mut rng = rand::rng();
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let out = keys
+            .iter()
+            .zip(fresh)
+            .map(|(key, now)| {
+                let past = history.entry(key.clone()).or_default();
+                let older = past.front().cloned();
+                past.push_back(now.clone());
+                if past.len() > VIEW_HISTORY {
+                    past.pop_front();
+                }
+                let Some(older) = older else { return now };
+                if rng.random::<f64>() < faults.stale_observation_rate {
+                    stale += 1;
+                    older
+                } else if rng.random::<f64>() < faults.reorder_rate {
+                    reordered += 1;
+                    if rng.random::<bool>() {
+                        mix(&now, &older)
+                    } else {
+                        mix(&older, &now)
+                    }
+                } else {
+                    now
+                }
+            })
+            .collect();
+        drop(history);
+        self.lock_calls().count_distorted_views(stale, reordered);
+        out
     }
 
     /// Drift: changes the desired count of the key's ECS service behind the controller's
@@ -436,8 +518,8 @@ impl SimCloud {
 
     fn read_now(&self, api: Api, instance: Option<&str>, latency: Duration) -> CloudResult<()> {
         let mut book = self.lock_calls();
-        book.admit(api, instance, latency)?;
-        book.record(api, instance, Ok(()), latency);
+        book.admit(api, instance, None, latency)?;
+        book.record(api, instance, None, Ok(()), latency);
         Ok(())
     }
 
@@ -498,6 +580,17 @@ impl SimCloud {
     }
 }
 
+/// How many past observations per instance a stale or reordered view picks from.
+const VIEW_HISTORY: usize = 6;
+
+/// The service as `service_from` shows it, the data resources as `data_from` does.
+fn mix(service_from: &Observed, data_from: &Observed) -> Observed {
+    Observed {
+        service: service_from.service.clone(),
+        ..data_from.clone()
+    }
+}
+
 /// What the site sees in its data resources ([`SimCloud::read_data`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteData {
@@ -515,8 +608,11 @@ impl Cloud for SimCloud {
         }
         self.observe_calls(keys).await?;
         let t = now_ms();
-        let inv = self.lock_inventory();
-        Ok(keys.iter().map(|key| inv.observe(key, t)).collect())
+        let fresh = {
+            let inv = self.lock_inventory();
+            keys.iter().map(|key| inv.observe(key, t)).collect()
+        };
+        Ok(self.distort(keys, fresh))
     }
 
     /// ListTasks, then DescribeTasks only if there is something to describe (AWS rejects
@@ -566,9 +662,11 @@ impl Cloud for SimCloud {
     ) -> CloudResult<StepOutcome> {
         let api = Api::of_step(step);
         let instance = key.path();
+        let target = Some(step.target());
         let latency = self.latency();
         tokio::time::sleep(latency).await;
-        self.lock_calls().admit(api, Some(&instance), latency)?;
+        self.lock_calls()
+            .admit(api, Some(&instance), target, latency)?;
         let (result, durable) =
             self.mutate(false, |inv, ctx| inv.apply(ctx, key, step, token.as_str()));
         let result = match (result, durable.wait().await) {
@@ -579,8 +677,13 @@ impl Cloud for SimCloud {
             }),
             (result, _) => result,
         };
-        self.lock_calls()
-            .record(api, Some(&instance), result.as_ref().map(drop), latency);
+        self.lock_calls().record(
+            api,
+            Some(&instance),
+            target,
+            result.as_ref().map(drop),
+            latency,
+        );
         result
     }
 
@@ -591,10 +694,16 @@ impl Cloud for SimCloud {
         let instance = key.path();
         let latency = self.latency();
         tokio::time::sleep(latency).await;
-        self.lock_calls().admit(api, Some(&instance), latency)?;
-        let result = self.filter_log_events(key, query);
         self.lock_calls()
-            .record(api, Some(&instance), result.as_ref().map(drop), latency);
+            .admit(api, Some(&instance), None, latency)?;
+        let result = self.filter_log_events(key, query);
+        self.lock_calls().record(
+            api,
+            Some(&instance),
+            None,
+            result.as_ref().map(drop),
+            latency,
+        );
         result
     }
 
