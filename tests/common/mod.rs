@@ -2,6 +2,8 @@
 //! the `wpfleet` binary), a small JSON client, and polling with a deadline.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod harness;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
