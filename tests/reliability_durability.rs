@@ -57,7 +57,13 @@ async fn writer(c: common::Client, id: String, from: u64) -> Acked {
 async fn backup_writer(c: common::Client, ids: Vec<String>) -> Vec<(String, String)> {
     let mut acked = vec![];
     for id in ids.iter().cycle() {
-        match try_post(&c, &format!("{}/backup", instance_path("t1", id)), &Value::Null).await {
+        match try_post(
+            &c,
+            &format!("{}/backup", instance_path("t1", id)),
+            &Value::Null,
+        )
+        .await
+        {
             Ok(r) if r.status == 202 => {
                 acked.push((id.clone(), r.body["backupId"].as_str().unwrap().to_owned()));
             }
@@ -102,13 +108,21 @@ async fn acknowledged_api_writes_survive_kill_9_of_the_server() {
         sup.restart().await;
         let (c, _) = sup.client().await;
         let ready = c.get("/readyz").await;
-        assert_eq!(ready.status, 200, "round {round}: store opens: {:#}", ready.body);
+        assert_eq!(
+            ready.status, 200,
+            "round {round}: store opens: {:#}",
+            ready.body
+        );
         for (id, a) in &acked {
             let stored = c.get(&instance_path("t1", id)).await;
             let Some((n, generation)) = a.last else {
                 continue; // nothing acknowledged this round
             };
-            assert_eq!(stored.status, 200, "round {round}: {id} lost: {:#}", stored.body);
+            assert_eq!(
+                stored.status, 200,
+                "round {round}: {id} lost: {:#}",
+                stored.body
+            );
             let org_now = stored.body["spec"]["organizationName"].as_str().unwrap();
             let gen_now = stored.body["metadata"]["generation"].as_u64().unwrap();
             // The last acknowledged write, or the one in flight at the kill: never older.
@@ -130,7 +144,10 @@ async fn acknowledged_api_writes_survive_kill_9_of_the_server() {
             let r = c
                 .get(&format!("{}/backups/{backup_id}", instance_path("t1", id)))
                 .await;
-            assert_eq!(r.status, 200, "round {round}: backup {backup_id} of {id} lost");
+            assert_eq!(
+                r.status, 200,
+                "round {round}: backup {backup_id} of {id} lost"
+            );
         }
         checked_backups += acked_backups.len() as u64;
     }
@@ -138,7 +155,10 @@ async fn acknowledged_api_writes_survive_kill_9_of_the_server() {
     let (c, _) = sup.client().await;
     let r = c.put(&instance_path("t1", "after"), &spec(2)).await;
     assert_eq!(r.status, 201, "{:#}", r.body);
-    assert!(checked_writes > 0, "no write was acknowledged before a kill");
+    assert!(
+        checked_writes > 0,
+        "no write was acknowledged before a kill"
+    );
     figure(TEST, "kills", sup.kills());
     figure(TEST, "acknowledged_writes_checked", checked_writes);
     figure(TEST, "acknowledged_backups_checked", checked_backups);

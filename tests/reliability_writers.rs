@@ -192,7 +192,10 @@ async fn concurrent_writers_lose_no_update() {
     }
     let accepted = by_status.get(&200).copied().unwrap_or(0);
     assert!(accepted > requests / 10, "too few accepted: {by_status:?}");
-    assert!(by_status.contains_key(&412), "no conflict happened: {by_status:?}");
+    assert!(
+        by_status.contains_key(&412),
+        "no conflict happened: {by_status:?}"
+    );
     figure(TEST, "requests", requests);
     figure(TEST, "answers", format!("{by_status:?}"));
 }
@@ -214,7 +217,11 @@ async fn check_instance(c: &Client, id: &str, initial: &Model, created_rv: &str,
         let after = Model::of(&s.reply.body["spec"]);
         let rv = s.reply.etag.clone().unwrap();
         if let Some((m, v)) = states.get(&g) {
-            assert_eq!((m, v), (&after, &rv), "{id}: two answers for generation {g}");
+            assert_eq!(
+                (m, v),
+                (&after, &rv),
+                "{id}: two answers for generation {g}"
+            );
         }
         states.insert(g, (after, rv));
     }
@@ -249,7 +256,10 @@ async fn check_instance(c: &Client, id: &str, initial: &Model, created_rv: &str,
     }
     let now = c.get(&instance_path("t1", id)).await;
     let final_gen = now.body["metadata"]["generation"].as_u64().unwrap();
-    assert_eq!(final_gen, last, "{id}: a refused or lost write bumped the generation");
+    assert_eq!(
+        final_gen, last,
+        "{id}: a refused or lost write bumped the generation"
+    );
     assert_eq!(
         Model::of(&now.body["spec"]),
         states[&last].0,

@@ -216,12 +216,15 @@ fn of<'a>(inv: &'a Value, kind: &str, key: &(String, String)) -> Vec<&'a Value> 
 ///   final snapshots stay: they are the data kept for the retention period);
 /// * nothing belongs to an instance the test never made (no orphan);
 /// * no backup has two backup jobs, no restore two restore jobs.
-pub fn inventory_problems(
-    inv: &Value,
-    expect: &BTreeMap<(String, String), Expect>,
-) -> Vec<String> {
+pub fn inventory_problems(inv: &Value, expect: &BTreeMap<(String, String), Expect>) -> Vec<String> {
     let mut problems = Vec::new();
-    for kind in ["services", "accessPoints", "databases", "logGroups", "snapshots"] {
+    for kind in [
+        "services",
+        "accessPoints",
+        "databases",
+        "logGroups",
+        "snapshots",
+    ] {
         for r in inv[kind].as_array().into_iter().flatten() {
             let key = owner(r);
             if !expect.contains_key(&key) {
@@ -272,7 +275,9 @@ pub fn inventory_problems(
         let db_state = if want.active { "available" } else { "stopped" };
         match dbs.as_slice() {
             [d] if d["identifier"] == db.as_str() && d["status"] == db_state => {}
-            other => problems.push(format!("{who}: want one {db_state} database {db}: {other:?}")),
+            other => problems.push(format!(
+                "{who}: want one {db_state} database {db}: {other:?}"
+            )),
         }
         if logs.len() != 1 {
             problems.push(format!("{who}: want one log group, found {}", logs.len()));
