@@ -327,3 +327,166 @@ pub async fn await_inventory(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Epoch milliseconds, the clock of the simulated cloud's call log.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// One write the harness sent: to which instance, when it left and when it was answered
+/// (a trigger of that instance happened in between).
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub instance: String,
+    pub sent: i64,
+    pub answered: i64,
+    pub what: String,
+    pub status: u16,
+}
+
+/// Every write of a test, in the order sent.
+#[derive(Debug, Clone, Default)]
+pub struct WriteLog(pub Arc<std::sync::Mutex<Vec<Write>>>);
+
+impl WriteLog {
+    pub fn push(&self, w: Write) {
+        self.0.lock().unwrap().push(w);
+    }
+
+    pub fn all(&self) -> Vec<Write> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Sends one write and logs it; panics unless the answer is `want`.
+async fn logged(
+    log: &WriteLog,
+    c: &Client,
+    instance: &str,
+    what: &str,
+    want: u16,
+    req: reqwest::RequestBuilder,
+) -> Reply {
+    let sent = now_ms();
+    let r = c.send(req).await;
+    log.push(Write {
+        instance: instance.to_owned(),
+        sent,
+        answered: now_ms(),
+        what: what.to_owned(),
+        status: r.status,
+    });
+    assert_eq!(r.status, want, "{what} of {instance}: {:#}", r.body);
+    r
+}
+
+/// Polls the instance until `done`; panics with the last body after `timeout`.
+pub async fn await_instance(
+    c: &Client,
+    path: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let r = c.get(path).await;
+        if r.status == 200 && done(&r.body) {
+            return r.body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path}: not {what} after {timeout:?}: {:#}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn settled(b: &Value, phase: &str) -> bool {
+    b["status"]["phase"] == phase
+        && b["status"]["observedGeneration"] == b["metadata"]["generation"]
+}
+
+/// Drives one instance through the whole lifecycle over HTTP, waiting for each step to
+/// converge: create (2 tasks), scale to 3, suspend, resume, backup, restore from it, and
+/// delete when `delete`. Returns what the cloud should hold for it at the end.
+pub async fn lifecycle(
+    c: &Client,
+    tenant: &str,
+    id: &str,
+    delete: bool,
+    log: &WriteLog,
+    timeout: Duration,
+) -> Expect {
+    let path = super::instance_path(tenant, id);
+    let key = format!("{tenant}/{id}");
+    let url = |suffix: &str| c.url(&format!("{path}{suffix}"));
+    let wait = async |what: &str, phase: &'static str| {
+        await_instance(c, &path, timeout, what, |b| settled(b, phase)).await
+    };
+    let put = c.http.put(url("")).json(&super::spec(2));
+    logged(log, c, &key, "create", 201, put).await;
+    wait("created", "ACTIVE").await;
+    let scale = c
+        .http
+        .post(url("/scale"))
+        .json(&serde_json::json!({ "desiredCount": 3 }));
+    logged(log, c, &key, "scale", 200, scale).await;
+    wait("scaled", "ACTIVE").await;
+    logged(log, c, &key, "suspend", 200, c.http.post(url("/suspend"))).await;
+    wait("suspended", "SUSPENDED").await;
+    logged(log, c, &key, "resume", 200, c.http.post(url("/resume"))).await;
+    wait("resumed", "ACTIVE").await;
+    let r = logged(log, c, &key, "backup", 202, c.http.post(url("/backup"))).await;
+    let backup = r.body["backupId"].as_str().unwrap().to_owned();
+    let backup_path = format!("{path}/backups/{backup}");
+    await_instance(c, &backup_path, timeout, "backed up", |b| {
+        assert_ne!(b["status"], "FAILED", "backup failed: {b:#}");
+        b["status"] == "COMPLETED"
+    })
+    .await;
+    let restore = c
+        .http
+        .post(url("/restore"))
+        .json(&serde_json::json!({ "backupId": backup }));
+    let r = logged(log, c, &key, "restore", 202, restore).await;
+    let request = r.body["requestId"].as_str().unwrap().to_owned();
+    await_instance(c, &path, timeout, "restored", |b| {
+        settled(b, "ACTIVE")
+            && b["status"]["restore"]["requestId"] == request.as_str()
+            && b["status"]["restore"]["stage"] == "COMPLETED"
+    })
+    .await;
+    let mut expect = Expect {
+        restore_request: Some(request),
+        ..Expect::active(3)
+    };
+    if delete {
+        logged(log, c, &key, "delete", 202, c.http.delete(url(""))).await;
+        wait("deleted", "DEPROVISIONED").await;
+        expect.deleted = true;
+    }
+    expect
+}
+
+/// Runs `lifecycle` for `n` instances of tenant `t1` at once (every third is deleted at
+/// the end); returns the expectations for `inventory_problems`.
+pub async fn lifecycles(
+    c: &Client,
+    n: usize,
+    log: &WriteLog,
+    timeout: Duration,
+) -> BTreeMap<(String, String), Expect> {
+    let runs = (0..n).map(|i| {
+        let id = format!("i{i}");
+        async move {
+            let expect = lifecycle(c, "t1", &id, i % 3 == 2, log, timeout).await;
+            (("t1".to_owned(), id), expect)
+        }
+    });
+    futures::future::join_all(runs).await.into_iter().collect()
+}
