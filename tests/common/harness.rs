@@ -180,6 +180,10 @@ pub struct Expect {
     pub desired_count: u32,
     /// The restore request whose data epoch is in use, if any.
     pub restore_request: Option<String>,
+    /// What the site's files and database hold (what the restored backup captured).
+    pub data: Option<String>,
+    /// The id of the access point on the restored data, seen when the restore completed.
+    pub restored_access_point: Option<String>,
 }
 
 impl Expect {
@@ -189,6 +193,8 @@ impl Expect {
             active: true,
             desired_count,
             restore_request: None,
+            data: None,
+            restored_access_point: None,
         }
     }
 }
@@ -278,6 +284,15 @@ pub fn inventory_problems(inv: &Value, expect: &BTreeMap<(String, String), Expec
             other => problems.push(format!(
                 "{who}: want one {db_state} database {db}: {other:?}"
             )),
+        }
+        if let Some(data) = &want.data {
+            let files = aps.first().map(|a| a["data"].clone());
+            let rows = dbs.first().map(|d| d["data"].clone());
+            if files != Some(data.as_str().into()) || rows != Some(data.as_str().into()) {
+                problems.push(format!(
+                    "{who}: data lost: want {data:?}, files {files:?}, database {rows:?}"
+                ));
+            }
         }
         if logs.len() != 1 {
             problems.push(format!("{who}: want one log group, found {}", logs.len()));
@@ -431,6 +446,8 @@ pub async fn lifecycle(
     let put = c.http.put(url("")).json(&super::spec(2));
     logged(log, c, &key, "create", 201, put).await;
     wait("created", "ACTIVE").await;
+    let backed_up = format!("{key} as backed up");
+    write_data(c, tenant, id, &backed_up, timeout).await;
     let scale = c
         .http
         .post(url("/scale"))
@@ -449,6 +466,7 @@ pub async fn lifecycle(
         b["status"] == "COMPLETED"
     })
     .await;
+    write_data(c, tenant, id, &format!("{key} after the backup"), timeout).await;
     let restore = c
         .http
         .post(url("/restore"))
@@ -461,8 +479,19 @@ pub async fn lifecycle(
             && b["status"]["restore"]["stage"] == "COMPLETED"
     })
     .await;
+    let root = ResourceNames::for_key(&InstanceKey::from_strs(tenant, id))
+        .access_point_root(Some(&epoch_of(&request)));
+    let inv = c.get("/v1.0/sim/inventory").await.body;
+    let restored_access_point = inv["accessPoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["rootPath"] == root.as_str())
+        .map(|a| a["id"].as_str().unwrap().to_owned());
     let mut expect = Expect {
         restore_request: Some(request),
+        data: Some(backed_up),
+        restored_access_point,
         ..Expect::active(3)
     };
     if delete {
@@ -471,6 +500,27 @@ pub async fn lifecycle(
         expect.deleted = true;
     }
     expect
+}
+
+/// "WordPress writes" `data` into the site's files and database (a simulated-cloud drift),
+/// retried while the site cannot take writes yet.
+pub async fn write_data(c: &Client, tenant: &str, id: &str, data: &str, timeout: Duration) {
+    let path = format!("/v1.0/sim/tenants/{tenant}/instances/{id}/drift");
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let r = c
+            .post(&path, &serde_json::json!({ "writeData": data }))
+            .await;
+        if r.status == 200 {
+            return;
+        }
+        assert!(
+            r.status == 422 && tokio::time::Instant::now() < deadline,
+            "writing data to {tenant}/{id}: {:#}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Runs `lifecycle` for `n` instances of tenant `t1` at once (every third is deleted at

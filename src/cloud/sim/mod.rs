@@ -60,7 +60,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use self::calls::{Api, CallBook, Service};
 use self::clock::{Ctx, Millis, base, duration_from_ms, now_ms, sane_speed};
@@ -92,6 +91,10 @@ pub struct SimConfig {
     pub limits: SimLimits,
     /// Injected faults.
     pub faults: Faults,
+    /// Attempts per call, as the AWS SDK's standard retry mode makes them (3): a throttled
+    /// or 5xx call is tried again after a jittered exponential delay, and only the last
+    /// refusal reaches the caller. Every attempt counts as a call. 1: no retry.
+    pub attempts: u32,
 }
 
 impl Default for SimConfig {
@@ -100,9 +103,17 @@ impl Default for SimConfig {
             speed: 1.0,
             limits: SimLimits::default(),
             faults: Faults::default(),
+            attempts: DEFAULT_ATTEMPTS,
         }
     }
 }
+
+/// The AWS SDK's standard retry mode: 3 attempts.
+pub const DEFAULT_ATTEMPTS: u32 = 3;
+
+/// The first retry waits up to this long (before speed scaling); each further one up to
+/// twice as long (the SDK's exponential backoff with full jitter).
+const RETRY_BASE_MS: f64 = 100.0;
 
 /// A token bucket per service: `rate` requests per second sustained, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -235,6 +246,8 @@ const MAX_POLL_MS: f64 = 30_000.0;
 
 pub struct SimCloud {
     speed: f64,
+    /// See [`SimConfig::attempts`].
+    attempts: u32,
     inventory: Mutex<Inventory>,
     calls: Mutex<CallBook>,
     /// Recent observations per instance, kept only while a view fault is on (the older
@@ -261,6 +274,7 @@ impl SimCloud {
     fn build(config: SimConfig, inventory: Inventory, persister: Option<Persister>) -> Self {
         Self {
             speed: sane_speed(config.speed),
+            attempts: config.attempts.max(1),
             inventory: Mutex::new(inventory),
             calls: Mutex::new(CallBook::new(&config.limits, config.faults)),
             history: Mutex::new(HashMap::new()),
@@ -480,9 +494,37 @@ impl SimCloud {
 
     /// One read call about `instance` (if about one): latency, admission, books.
     async fn read_call(&self, api: Api, instance: Option<&str>) -> CloudResult<()> {
-        let latency = self.latency();
-        tokio::time::sleep(latency).await;
-        self.read_now(api, instance, latency)
+        let latency = self.admitted(api, instance, None).await?;
+        self.lock_calls()
+            .record(api, instance, None, Ok(()), latency);
+        Ok(())
+    }
+
+    /// Waits for the call's latency and its admission, retrying a throttled or 5xx answer
+    /// up to [`SimConfig::attempts`] in all (each refused attempt is booked as a call).
+    /// Returns the admitted attempt's latency.
+    async fn admitted(
+        &self,
+        api: Api,
+        instance: Option<&str>,
+        target: Option<&str>,
+    ) -> CloudResult<Duration> {
+        let mut attempt = 1;
+        loop {
+            let latency = self.latency();
+            tokio::time::sleep(latency).await;
+            let refused = match self.lock_calls().admit(api, instance, target, latency) {
+                Ok(()) => return Ok(latency),
+                Err(e) => e,
+            };
+            if attempt >= self.attempts || !refused.is_retryable() {
+                return Err(refused);
+            }
+            let cap = RETRY_BASE_MS * f64::from(1u32 << (attempt - 1).min(10));
+            let delay = rand::rng().random_range(0.0..cap) / self.speed;
+            tokio::time::sleep(duration_from_ms(delay)).await;
+            attempt += 1;
+        }
     }
 
     /// Issues the batched describe calls for `keys` concurrently.
@@ -497,30 +539,17 @@ impl SimCloud {
         self.concurrent_reads(calls).await
     }
 
-    /// Issues read calls concurrently: each is answered at its own latency, so the whole
-    /// costs the slowest one. Every call is booked; returns the first refusal.
+    /// Issues read calls concurrently: each is answered at its own latency (and retried on
+    /// its own), so the whole costs the slowest one. Returns the first refusal.
     async fn concurrent_reads(&self, calls: Vec<(Api, Option<String>)>) -> CloudResult<()> {
-        let mut calls: Vec<(Duration, Api, Option<String>)> = calls
+        let reads = calls
+            .iter()
+            .map(|(api, instance)| self.read_call(*api, instance.as_deref()));
+        futures::future::join_all(reads)
+            .await
             .into_iter()
-            .map(|(api, instance)| (self.latency(), api, instance))
-            .collect();
-        calls.sort_by_key(|(latency, _, _)| *latency);
-        let start = Instant::now();
-        let mut first_refusal = None;
-        for (latency, api, instance) in calls {
-            tokio::time::sleep_until(start + latency).await;
-            if let Err(e) = self.read_now(api, instance.as_deref(), latency) {
-                first_refusal.get_or_insert(e);
-            }
-        }
-        first_refusal.map_or(Ok(()), Err)
-    }
-
-    fn read_now(&self, api: Api, instance: Option<&str>, latency: Duration) -> CloudResult<()> {
-        let mut book = self.lock_calls();
-        book.admit(api, instance, None, latency)?;
-        book.record(api, instance, None, Ok(()), latency);
-        Ok(())
+            .collect::<CloudResult<Vec<()>>>()
+            .map(drop)
     }
 
     fn tasks_of(&self, key: &InstanceKey) -> Vec<ObservedTask> {
@@ -663,10 +692,7 @@ impl Cloud for SimCloud {
         let api = Api::of_step(step);
         let instance = key.path();
         let target = Some(step.target());
-        let latency = self.latency();
-        tokio::time::sleep(latency).await;
-        self.lock_calls()
-            .admit(api, Some(&instance), target, latency)?;
+        let latency = self.admitted(api, Some(&instance), target).await?;
         let (result, durable) =
             self.mutate(false, |inv, ctx| inv.apply(ctx, key, step, token.as_str()));
         let result = match (result, durable.wait().await) {
