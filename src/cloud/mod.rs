@@ -10,6 +10,7 @@
 //!
 //! Invariant: only `cloud/` knows how a cloud is called; the reconciler sees these types.
 
+pub mod aws;
 pub mod names;
 pub mod remote;
 pub mod sim;
@@ -61,6 +62,10 @@ pub type CloudResult<T> = Result<T, CloudError>;
 pub struct CallContext {
     pub replica: Option<String>,
     pub fence: Option<u64>,
+    /// Someone is waiting for this work (an API write, reconcile-now): a cloud with a
+    /// request budget serves it ahead of background work (the periodic resync).
+    #[serde(default)]
+    pub urgent: bool,
 }
 
 tokio::task_local! {

@@ -81,6 +81,8 @@ enum Entry {
     Running {
         again: Option<(Instant, Priority)>,
         started: Instant,
+        /// The priority it was taken with (passed on to the cloud as a hint).
+        priority: Priority,
     },
 }
 
@@ -237,7 +239,7 @@ impl WorkQueue {
             }
         };
         let again = match st.entries.remove(key) {
-            Some(Entry::Running { again, started }) => {
+            Some(Entry::Running { again, started, .. }) => {
                 if let Some(m) = &self.metrics {
                     m.work_duration
                         .with_label_values(&[CONTROLLER])
@@ -255,6 +257,14 @@ impl WorkQueue {
             st.schedule(key.clone(), at, p);
             drop(st);
             self.wake.notify_one();
+        }
+    }
+
+    /// The priority a running key was taken with; `None` if it is not running.
+    pub fn running_priority(&self, key: &InstanceKey) -> Option<Priority> {
+        match self.lock().entries.get(key) {
+            Some(Entry::Running { priority, .. }) => Some(*priority),
+            _ => None,
         }
     }
 
@@ -288,6 +298,15 @@ impl WorkQueue {
         // A panic while holding this lock cannot leave the maps inconsistent in a way that
         // matters more than losing the queue, so recover the guard rather than propagate.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The priority whose ready list has index `i`.
+fn priority_at(i: usize) -> Priority {
+    match i {
+        0 => Priority::Resync,
+        1 => Priority::Requeue,
+        _ => Priority::User,
     }
 }
 
@@ -352,6 +371,7 @@ impl State {
                     let running = Entry::Running {
                         again: None,
                         started: now,
+                        priority: priority_at(p),
                     };
                     self.entries.insert(key.clone(), running);
                     out.push(key);

@@ -322,7 +322,9 @@ impl Reconciler {
             return;
         }
         let keys: Vec<InstanceKey> = live.iter().map(Instance::key).collect();
-        let observe = CALL_CONTEXT.scope(self.call_context(None), self.cloud.observe(&keys));
+        let urgent = keys.iter().any(|k| self.is_urgent(k));
+        let observe =
+            CALL_CONTEXT.scope(self.call_context(None, urgent), self.cloud.observe(&keys));
         match observe.await {
             Ok(observed) => {
                 let passes = live
@@ -355,7 +357,7 @@ impl Reconciler {
             instance_id = %key.instance_id,
             generation = inst.metadata.generation
         );
-        let ctx = self.call_context(Some(&key));
+        let ctx = self.call_context(Some(&key), self.is_urgent(&key));
         let active = self.metrics.active_workers.with_label_values(&[CONTROLLER]);
         active.inc();
         let started = std::time::Instant::now();
@@ -419,12 +421,20 @@ impl Reconciler {
         }
     }
 
-    /// Who is calling the cloud: this replica and, for one instance, its shard's fence.
-    fn call_context(&self, key: Option<&InstanceKey>) -> CallContext {
+    /// Who is calling the cloud: this replica and, for one instance, its shard's fence;
+    /// `urgent` when a user waits for the work (see `is_urgent`).
+    fn call_context(&self, key: Option<&InstanceKey>, urgent: bool) -> CallContext {
         CallContext {
             replica: self.shards.replica_id().map(str::to_owned),
             fence: key.and_then(|k| self.shards.fence(k)).map(|f| f.token),
+            urgent,
         }
+    }
+
+    /// Whether `key` was taken from the queue for a user (API write, reconcile-now): its
+    /// cloud calls then go ahead of resync work in the cloud's request budget.
+    fn is_urgent(&self, key: &InstanceKey) -> bool {
+        self.queue.running_priority(key) == Some(Priority::User)
     }
 
     async fn reconcile(&self, inst: Instance, mut obs: Observed) -> Outcome {
