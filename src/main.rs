@@ -91,6 +91,8 @@ enum CloudKind {
     Sim,
     /// A simulated cloud served by `wpfleet sim-cloud` (see `--sim-url`).
     SimRemote,
+    /// AWS through the official SDK (see the `--aws-*` flags and docs/AWS.md).
+    Aws,
 }
 
 #[derive(Debug, clap::Args)]
@@ -196,6 +198,10 @@ struct ServeArgs {
     /// How often the pending index is polled for work written through other replicas.
     #[arg(long, env = "WPFLEET_PENDING_POLL", default_value = "1s", value_parser = parse_duration)]
     pending_poll: Duration,
+
+    /// The AWS driver's settings (with `--cloud aws`).
+    #[command(flatten)]
+    aws: wpfleet::cloud::aws::AwsArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -257,6 +263,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         cloud: match (args.cloud, args.sim_url) {
             (CloudKind::SimRemote, Some(url)) => CloudChoice::SimRemote { url },
+            (CloudKind::Aws, _) => CloudChoice::Aws(Box::new(
+                args.aws.into_settings().map_err(anyhow::Error::msg)?,
+            )),
             _ => CloudChoice::Sim,
         },
         shards: (args.lease_shards || args.replica_id.is_some()).then(|| {
@@ -274,6 +283,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cloud = match &config.cloud {
         CloudChoice::Sim => format!("simulated (speed x{})", config.sim_speed),
         CloudChoice::SimRemote { url } => format!("simulated, served by {url}"),
+        CloudChoice::Aws(aws) => format!(
+            "AWS (cluster {}, file system {})",
+            aws.cluster, aws.file_system_id
+        ),
     };
     println!(
         "  store: embedded ({}), cloud: {cloud}",

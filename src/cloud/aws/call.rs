@@ -6,6 +6,7 @@
 //! and the metrics see all of them.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -60,7 +61,23 @@ impl Caller {
 
     /// Waits for budget, then sends. A call refused by the budget is not sent; it counts as
     /// throttled but not as a request.
-    pub async fn send<T, E, F>(&self, api: Api, request: F) -> AwsResult<T>
+    ///
+    /// Boxed on purpose: SDK request futures are large, and the driver's operations nest
+    /// several calls; kept inline they add up to more than a thread's stack in debug builds.
+    pub fn send<'a, T, E, F>(
+        &'a self,
+        api: Api,
+        request: F,
+    ) -> Pin<Box<dyn Future<Output = AwsResult<T>> + Send + 'a>>
+    where
+        F: Future<Output = Result<T, SdkError<E>>> + Send + 'a,
+        T: Send + 'a,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        Box::pin(self.send_now(api, request))
+    }
+
+    async fn send_now<T, E, F>(&self, api: Api, request: F) -> AwsResult<T>
     where
         F: Future<Output = Result<T, SdkError<E>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
