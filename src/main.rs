@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the API and the reconciler (embedded store + simulated cloud by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a development token signed with an HS256 secret (the one `serve` uses).
     Token(TokenArgs),
     /// Serve a simulated cloud over HTTP for several `serve --cloud sim-remote` replicas.
@@ -226,7 +226,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => serve(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
             Command::SimCloud(args) => sim_cloud(args).await.map(|()| ExitCode::SUCCESS),
             Command::Bench(which) => bench(which).await.map(|()| ExitCode::SUCCESS),
