@@ -211,12 +211,8 @@ async fn start_backup(State(fake): State<BackupFake>, Json(body): Json<Value>) -
             );
         }
     }
-    match fake.start_job(Kind::Backup, body) {
-        Ok(id) => {
-            Json(json!({ "BackupJobId": id, "CreationDate": epoch_seconds() })).into_response()
-        }
-        Err(r) => r,
-    }
+    let id = fake.start_job(Kind::Backup, body);
+    Json(json!({ "BackupJobId": id, "CreationDate": epoch_seconds() })).into_response()
 }
 
 async fn start_restore(State(fake): State<BackupFake>, Json(body): Json<Value>) -> Response {
