@@ -132,6 +132,33 @@ impl std::fmt::Debug for AwsCloud {
     }
 }
 
+/// The one configuration every client shares: credentials, region and endpoints from the
+/// SDK's usual chain (overridden by `settings`), adaptive retry, bounded timeouts.
+fn shared_config(settings: &AwsSettings) -> aws_config::ConfigLoader {
+    // Adaptive retry: the SDK retries throttling and 5xx with jittered exponential
+    // backoff, and its client-side rate limiter slows a client down after throttling.
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(
+            RetryConfig::adaptive()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(200)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .operation_timeout(Duration::from_secs(60))
+                .build(),
+        );
+    if let Some(region) = &settings.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader
+}
+
 /// The base of each `poll_interval`, before the configured cap: about a quarter of how
 /// long AWS typically takes for the thing awaited.
 fn base_poll(waiting_on: WaitingOn) -> Duration {
@@ -148,28 +175,7 @@ impl AwsCloud {
     /// chain, overridden by `settings`), then checks the shared infrastructure.
     pub async fn connect(settings: AwsSettings) -> anyhow::Result<Self> {
         settings.validate().map_err(anyhow::Error::msg)?;
-        // Adaptive retry: the SDK's client-side rate limiter slows down after throttling
-        // responses and retries throttling and 5xx with jittered exponential backoff.
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(
-                RetryConfig::adaptive()
-                    .with_max_attempts(3)
-                    .with_initial_backoff(Duration::from_millis(200)),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(20))
-                    .operation_timeout(Duration::from_secs(60))
-                    .build(),
-            );
-        if let Some(region) = &settings.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(url) = &settings.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let sdk = loader.load().await;
+        let sdk = shared_config(&settings).load().await;
         Self::start(settings, Clients::new(&sdk))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
