@@ -121,6 +121,9 @@ impl Tracked {
     }
 }
 
+#[cfg(test)]
+mod tests;
+
 /// Cloud calls made while the keys of one full resync are processed.
 struct ResyncWave {
     calls_at_start: u64,
@@ -335,11 +338,16 @@ impl Reconciler {
             }
             Err(error) => {
                 warn!(instances = keys.len(), %error, "observation failed");
+                let outcome = if error.is_retryable() {
+                    Outcome::Failure
+                } else {
+                    Outcome::FailureAtLeast(self.config.problem_retry)
+                };
                 for inst in live {
                     self.record_observe_failure(&inst, &error).await;
-                    self.count_result(Outcome::Failure);
+                    self.count_result(outcome);
                     self.wave_done(&inst.key());
-                    self.queue.done(&inst.key(), Outcome::Failure);
+                    self.queue.done(&inst.key(), outcome);
                 }
             }
         }
@@ -378,7 +386,7 @@ impl Reconciler {
     /// `controller_runtime_reconcile_total{result}` as controller-runtime labels it.
     fn count_result(&self, outcome: Outcome) {
         let result = match outcome {
-            Outcome::Failure => {
+            Outcome::Failure | Outcome::FailureAtLeast(_) => {
                 self.metrics
                     .reconcile_errors
                     .with_label_values(&[CONTROLLER])
@@ -476,7 +484,7 @@ impl Reconciler {
                 .execute(&inst, &plan, &mut backups, &mut outcome.started_restore_job)
                 .await;
         }
-        let failed = outcome.error.is_some();
+        let outcome_error = outcome.error.as_ref().map(|e| e.error.clone());
         if outcome
             .error
             .as_ref()
@@ -502,8 +510,17 @@ impl Reconciler {
         {
             return early;
         }
-        if !self.record_backups(&mut backups, &plan).await || failed {
+        if !self.record_backups(&mut backups, &plan).await {
             return Outcome::Failure;
+        }
+        if let Some(e) = &outcome_error {
+            // Needs a person: shown as Degraded (and phase FAILED) by the status written
+            // above, and looked at again slowly, never given up on.
+            return if e.is_retryable() {
+                Outcome::Failure
+            } else {
+                Outcome::FailureAtLeast(self.config.problem_retry)
+            };
         }
         Outcome::Success {
             requeue_after: self.requeue_after(&plan),
@@ -743,6 +760,15 @@ impl Reconciler {
             error.to_string(),
         );
         set_condition(&mut status.conditions, synced, at);
+        if !error.is_retryable() {
+            let degraded = ConditionUpdate::new(
+                ConditionType::Degraded,
+                true,
+                error.code().to_owned(),
+                error.to_string(),
+            );
+            set_condition(&mut status.conditions, degraded, at);
+        }
         if let Err(e) = self
             .store
             .write_status(
