@@ -18,6 +18,7 @@ mod moto;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_support::{EcsSchedulerStandIn, Infra, Moto};
@@ -41,13 +42,6 @@ impl World {
         let infra = Infra::create(&moto).await;
         let backup = BackupFake::start(Duration::from_millis(300)).await;
         let scheduler = EcsSchedulerStandIn::start(&moto, &infra).await;
-        // SAFETY of set_var: this test process has one test, and no thread reads these
-        // yet; the controller child process inherits them. Every service goes to moto,
-        // AWS Backup to the test fake.
-        unsafe {
-            std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
-            std::env::set_var("AWS_ENDPOINT_URL_BACKUP", &backup.url);
-        }
         Self {
             moto,
             infra,
@@ -61,7 +55,12 @@ impl World {
         args.extend(self.infra.serve_args());
         args.extend(["--resync-interval".to_owned(), "1h".to_owned()]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        BinaryServer::spawn(dir, &args)
+        // Every service goes to moto, AWS Backup to the test fake (the SDK's own variables).
+        let env = [
+            ("AWS_ENDPOINT_URL", self.moto.endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_BACKUP", self.backup.url.as_str()),
+        ];
+        BinaryServer::spawn_with_env(dir, &args, &env)
     }
 
     async fn service(&self, name: &str) -> Value {
@@ -391,4 +390,111 @@ async fn a_restarted_controller_resumes_backup_and_restore_jobs_without_starting
             .any(|kv| kv["name"] == "WORDPRESS_DB_HOST" && kv["value"] == endpoint.as_str()),
         "the task definition points at the restored database: {env:#}"
     );
+}
+
+/// A steady-state observation of many instances costs a handful of describe calls per
+/// service, not one per instance. Prints the ratio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observing_many_instances_is_batched() {
+    use futures::StreamExt;
+    use wpfleet::cloud::aws::{AwsCloud, RateLimits};
+    use wpfleet::cloud::names::ResourceNames;
+    use wpfleet::cloud::{ClientToken, Cloud, Step};
+    use wpfleet::metrics::Metrics;
+    use wpfleet::model::InstanceKey;
+
+    const N: usize = 30;
+    let world = World::start().await;
+    let mut settings = world.infra.settings(&world.moto);
+    // Set-up is not what is measured: lift the budget (RegisterTaskDefinition's is 1/s).
+    settings.rate_limits = RateLimits::parse(
+        "ecs=200/400,ecs:RegisterTaskDefinition=200/400,efs=200/400,rds=200/400,logs=200/400",
+    )
+    .unwrap();
+    let cloud = AwsCloud::connect(settings).await.expect("driver");
+    let tenant = fresh_tenant();
+    let keys: Vec<InstanceKey> = (0..N)
+        .map(|i| InstanceKey::from_strs(&tenant, &format!("site{i}")))
+        .collect();
+    let apply = |key: InstanceKey, step: Step| {
+        let cloud = &cloud;
+        async move {
+            let token = ClientToken::derive(&key, 1, &step);
+            cloud.apply(&key, &step, &token).await.expect("step")
+        }
+    };
+    // Data resources of every instance (a few at a time), then one look, then services.
+    let data_steps = keys.iter().flat_map(|key| {
+        let n = ResourceNames::for_key(key);
+        [
+            Step::CreateLogGroup {
+                name: n.log_group.clone(),
+                retention_days: 30,
+            },
+            Step::CreateAccessPoint {
+                root_path: n.access_point_root(None),
+            },
+            Step::CreateDatabase {
+                identifier: n.database(None),
+                instance_class: "db.t4g.micro".into(),
+                allocated_storage_gb: 20,
+            },
+        ]
+        .map(|step| apply(key.clone(), step))
+    });
+    futures::stream::iter(data_steps)
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let seen = cloud.observe(&keys).await.unwrap();
+    let services = keys.iter().zip(&seen).map(|(key, o)| {
+        let step = Step::CreateService {
+            name: ResourceNames::for_key(key).service,
+            desired_count: 0,
+            image: "wordpress:6.5-php8.2-apache".into(),
+            access_point_id: o.access_points[0].id.clone(),
+            db_endpoint: o.databases[0].endpoint.clone().unwrap(),
+        };
+        apply(key.clone(), step)
+    });
+    futures::stream::iter(services)
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    // The first look learns the task definitions (immutable, cached from then on).
+    cloud.observe(&keys).await.unwrap();
+
+    let metrics = Arc::new(Metrics::new());
+    cloud.set_metrics(metrics.clone());
+    let seen = cloud.observe(&keys).await.unwrap();
+    for (key, o) in keys.iter().zip(&seen) {
+        let n = ResourceNames::for_key(key);
+        assert_eq!(o.service.as_ref().map(|s| &s.name), Some(&n.service));
+        assert_eq!(o.access_points.len(), 1, "{key}");
+        assert_eq!(o.databases.len(), 1, "{key}");
+        assert_eq!(o.log_group.as_ref().map(|l| &l.name), Some(&n.log_group));
+    }
+    let calls =
+        |service: &str, op: &str| metrics.aws_requests.with_label_values(&[service, op]).get();
+    assert_eq!(calls("ecs", "DescribeServices"), 3, "10 services per call");
+    assert_eq!(calls("ecs", "DescribeTaskDefinition"), 0, "cached");
+    assert_eq!(calls("rds", "DescribeDBInstances"), 1, "100 ids per filter");
+    assert_eq!(calls("rds", "DescribeDBSnapshots"), 1);
+    assert_eq!(
+        calls("efs", "DescribeAccessPoints"),
+        1,
+        "one listing per file system"
+    );
+    // moto ignores DescribeLogGroups' identifiers and pages through every group it holds;
+    // AWS returns just these (50 per call).
+    let logs = calls("logs", "DescribeLogGroups");
+    assert!(logs >= 1);
+    let total = metrics.aws_calls_total();
+    let without_logs = total - logs;
+    println!(
+        "observe({N}): {total} AWS calls ({logs} DescribeLogGroups pages on moto), \
+         {:.2} calls per instance without them",
+        without_logs as f64 / N as f64
+    );
+    assert!(without_logs as f64 / (N as f64) < 0.25);
 }
