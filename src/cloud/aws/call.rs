@@ -28,13 +28,6 @@ impl Api {
     pub const fn new(service: &'static str, operation: &'static str) -> Self {
         Self { service, operation }
     }
-
-    /// Reads are the operations AWS names Describe…, List…, Get… or Filter….
-    pub fn is_mutating(&self) -> bool {
-        !["Describe", "List", "Get", "Filter"]
-            .iter()
-            .any(|p| self.operation.starts_with(p))
-    }
 }
 
 pub type AwsResult<T> = Result<T, AwsFailure>;
