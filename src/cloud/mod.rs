@@ -62,8 +62,9 @@ pub type CloudResult<T> = Result<T, CloudError>;
 pub struct CallContext {
     pub replica: Option<String>,
     pub fence: Option<u64>,
-    /// Someone is waiting for this work (an API write, reconcile-now): a cloud with a
-    /// request budget serves it ahead of background work (the periodic resync).
+    /// Someone is waiting for this work (an API write, reconcile-now, the follow-up of a
+    /// change in progress): a cloud with a request budget serves it ahead of background
+    /// work (the periodic resync).
     #[serde(default)]
     pub urgent: bool,
 }

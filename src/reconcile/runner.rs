@@ -439,10 +439,14 @@ impl Reconciler {
         }
     }
 
-    /// Whether `key` was taken from the queue for a user (API write, reconcile-now): its
-    /// cloud calls then go ahead of resync work in the cloud's request budget.
+    /// Whether `key` was taken from the queue for work someone waits on: an API write,
+    /// reconcile-now, or the follow-up of a change in progress (a requeue). Its cloud calls
+    /// then go ahead of the periodic resync's in the cloud's request budget.
     fn is_urgent(&self, key: &InstanceKey) -> bool {
-        self.queue.running_priority(key) == Some(Priority::User)
+        matches!(
+            self.queue.running_priority(key),
+            Some(Priority::User | Priority::Requeue)
+        )
     }
 
     async fn reconcile(&self, inst: Instance, mut obs: Observed) -> Outcome {

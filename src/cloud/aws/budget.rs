@@ -4,8 +4,9 @@
 //! * Limits are configured per service (`ecs=10/20`) or per operation
 //!   (`logs:FilterLogEvents=4/8`); the most specific one applies ([`RateLimits`]).
 //! * Priority: background work (the periodic resync) may only take a token while more than
-//!   a reserve (a quarter of the burst) is left, so calls for work a user is waiting on
-//!   (API writes, reconcile-now; see `CallContext::urgent`) are not starved by a resync.
+//!   a reserve (a quarter of the burst) is left, so calls for work someone waits on (API
+//!   writes, reconcile-now, follow-ups of a change; see `CallContext::urgent`) are not
+//!   starved by a resync.
 //! * A call waits for its token at most [`MAX_WAIT`]; beyond that it fails as `Throttled`
 //!   without being sent, and the reconcile pass backs off. Nothing here spins: waiting is a
 //!   sleep until the bucket has refilled enough.

@@ -87,7 +87,8 @@ impl AwsCloud {
         }
     }
 
-    /// CreateLogGroup (existing is fine), then the retention.
+    /// CreateLogGroup (existing is fine), then the retention: `--aws-log-retention-days`,
+    /// which is this deployment's choice and wins over the planner's default.
     pub(super) async fn create_log_group(
         &self,
         key: &InstanceKey,

@@ -120,6 +120,8 @@ pub struct AwsCloud {
     db_secrets: Mutex<HashMap<String, String>>,
     /// Which DB identifiers belong to which instance.
     rds_index: Mutex<RdsIndex>,
+    /// Held while the RDS discovery listing runs (one at a time).
+    discovering: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for AwsCloud {
@@ -202,6 +204,7 @@ impl AwsCloud {
             task_defs: Mutex::new(HashMap::new()),
             db_secrets: Mutex::new(HashMap::new()),
             rds_index: Mutex::new(RdsIndex::default()),
+            discovering: tokio::sync::Mutex::new(()),
         })
     }
 

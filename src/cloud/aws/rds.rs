@@ -109,12 +109,19 @@ impl AwsCloud {
     }
 
     /// Lists everything once per `discovery_interval` to learn identifiers of data epochs.
+    /// One discovery at a time: batches observed together wait for it instead of each
+    /// listing the account again.
     async fn discover_if_due(&self) -> AwsResult<()> {
-        let due = self
-            .lock(&self.rds_index)
-            .discovered_at
-            .is_none_or(|at| at.elapsed() >= self.settings.discovery_interval);
-        if !due {
+        let due = || {
+            self.lock(&self.rds_index)
+                .discovered_at
+                .is_none_or(|at| at.elapsed() >= self.settings.discovery_interval)
+        };
+        if !due() {
+            return Ok(());
+        }
+        let _single = self.discovering.lock().await;
+        if !due() {
             return Ok(());
         }
         let dbs = self.describe_dbs(None).await?;
