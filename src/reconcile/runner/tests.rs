@@ -23,16 +23,22 @@ use crate::model::{
 use crate::reconcile::{Backoff, Shards};
 use crate::store::{EmbeddedStore, Store};
 
-/// The simulated cloud, except that CreateDatabase is denied while `deny` is set.
+/// The simulated cloud, except that CreateDatabase is denied while `deny` is set; it
+/// records the `urgent` hint of every observation.
 struct DenyingCloud {
     sim: SimCloud,
     deny: AtomicBool,
     denied: AtomicU32,
+    urgent_observations: std::sync::Mutex<Vec<bool>>,
 }
 
 #[async_trait]
 impl Cloud for DenyingCloud {
     async fn observe(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Observed>> {
+        self.urgent_observations
+            .lock()
+            .unwrap()
+            .push(crate::cloud::call_context().urgent);
         self.sim.observe(keys).await
     }
     async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
@@ -83,6 +89,7 @@ async fn a_permanent_error_shows_as_degraded_is_retried_slowly_and_is_not_sticky
         }),
         deny: AtomicBool::new(true),
         denied: AtomicU32::new(0),
+        urgent_observations: std::sync::Mutex::new(Vec::new()),
     });
     let problem_retry = Duration::from_millis(400);
     let config = RunConfig {
@@ -168,6 +175,23 @@ async fn a_permanent_error_shows_as_degraded_is_retried_slowly_and_is_not_sticky
         assert!(tokio::time::Instant::now() < deadline, "{:#?}", inst.status);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Everything so far was wanted by someone (the create, its follow-ups): urgent. A
+    // resync of the converged instance is background work.
+    let observed = cloud.urgent_observations.lock().unwrap().clone();
+    assert!(observed.iter().all(|u| *u), "{observed:?}");
+    reconciler.resync_now().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while reconciler.resync_in_progress() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the resync never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        cloud.urgent_observations.lock().unwrap().last(),
+        Some(&false)
+    );
     stop.cancel();
     running.await.unwrap();
 }
