@@ -187,7 +187,12 @@ fn restore_files(
         .iter()
         .find(|j| j.kind == JobKind::Restore && j.id == job_id);
     match job {
-        Some(j) if j.state == JobState::Completed => Some(true),
+        Some(j) if j.state == JobState::Completed => {
+            // The files are done; only the database may still be restoring. Progress
+            // stays where the finished job took it, never back to the stage's start.
+            p.progress = files_progress(100);
+            Some(true)
+        }
         Some(j) if matches!(j.state, JobState::Failed | JobState::Aborted) => {
             let why = j
                 .message
@@ -201,8 +206,8 @@ fn restore_files(
             None
         }
         other => {
-            let done = other.map_or(0, |j| j.percent_done.min(100));
-            p.progress = 20 + done / 2;
+            let done = other.map_or(0, |j| j.percent_done);
+            p.progress = files_progress(done);
             b.wait(
                 WaitingOn::Snapshot,
                 "RestoringFiles",
@@ -211,6 +216,12 @@ fn restore_files(
             Some(false)
         }
     }
+}
+
+/// Restore progress while the files are restored: 20 % at the start of the stage, 70 %
+/// when AWS Backup's job is done (Attaching starts at 75 %).
+fn files_progress(percent_done: u8) -> u8 {
+    20 + percent_done.min(100) / 2
 }
 
 /// Puts an access point on the restored files and the service on the restored data.

@@ -1003,6 +1003,28 @@ fn a_recorded_restore_job_is_followed_not_started_again() {
 }
 
 #[test]
+fn restore_progress_never_goes_back_while_the_database_is_still_restoring() {
+    let bk = completed_backup();
+    let i = restoring(Some(RestoreStage::Restoring), Some("rjob-1"));
+    let mut seen = vec![];
+    for (state, percent) in [
+        (JobState::Running, 0),
+        (JobState::Running, 60),
+        (JobState::Running, 99),
+        (JobState::Completed, 100),
+    ] {
+        let mut o = world();
+        o.service = Some(svc(0, 0, 0));
+        o.databases.push(new_db(DbState::Creating));
+        let mut j = job(JobKind::Restore, "rjob-1", state);
+        j.percent_done = percent;
+        o.jobs = vec![j];
+        seen.push(plan_with(&i, &[], Some(&bk), &o).restore.unwrap().progress);
+    }
+    assert_eq!(seen, [20, 50, 69, 70]);
+}
+
+#[test]
 fn restored_files_get_an_access_point_then_the_service_moves_to_the_restored_data() {
     let bk = completed_backup();
     let mut o = world();
