@@ -136,6 +136,9 @@ impl Tracked {
     }
 }
 
+#[cfg(test)]
+mod tests;
+
 /// Cloud calls made while the keys of one full resync are processed.
 struct ResyncWave {
     calls_at_start: u64,
@@ -346,7 +349,9 @@ impl Reconciler {
             return;
         }
         let keys: Vec<InstanceKey> = live.iter().map(Instance::key).collect();
-        let observe = CALL_CONTEXT.scope(self.call_context(None), self.cloud.observe(&keys));
+        let urgent = keys.iter().any(|k| self.is_urgent(k));
+        let observe =
+            CALL_CONTEXT.scope(self.call_context(None, urgent), self.cloud.observe(&keys));
         match observe.await {
             Ok(observed) => {
                 let passes = live
@@ -357,11 +362,16 @@ impl Reconciler {
             }
             Err(error) => {
                 warn!(instances = keys.len(), %error, "observation failed");
+                let outcome = if error.is_retryable() {
+                    Outcome::Failure
+                } else {
+                    Outcome::FailureAtLeast(self.config.problem_retry)
+                };
                 for inst in live {
                     self.record_observe_failure(&inst, &error).await;
-                    self.count_result(Outcome::Failure);
+                    self.count_result(outcome);
                     self.wave_done(&inst.key());
-                    self.queue.done(&inst.key(), Outcome::Failure);
+                    self.queue.done(&inst.key(), outcome);
                 }
             }
         }
@@ -379,7 +389,7 @@ impl Reconciler {
             instance_id = %key.instance_id,
             generation = inst.metadata.generation
         );
-        let ctx = self.call_context(Some(&key));
+        let ctx = self.call_context(Some(&key), self.is_urgent(&key));
         let active = self.metrics.active_workers.with_label_values(&[CONTROLLER]);
         active.inc();
         let started = std::time::Instant::now();
@@ -400,7 +410,7 @@ impl Reconciler {
     /// `controller_runtime_reconcile_total{result}` as controller-runtime labels it.
     fn count_result(&self, outcome: Outcome) {
         let result = match outcome {
-            Outcome::Failure => {
+            Outcome::Failure | Outcome::FailureAtLeast(_) => {
                 self.metrics
                     .reconcile_errors
                     .with_label_values(&[CONTROLLER])
@@ -443,15 +453,27 @@ impl Reconciler {
         }
     }
 
-    /// Who is calling the cloud: this replica and, for one instance, its shard's fence.
-    /// For one instance, also numbers the pass and says how many passes failed before it.
-    fn call_context(&self, key: Option<&InstanceKey>) -> CallContext {
+    /// Who is calling the cloud: this replica and, for one instance, its shard's fence;
+    /// `urgent` when a user waits for the work (see `is_urgent`). For one instance, also
+    /// numbers the pass and says how many passes failed before it.
+    fn call_context(&self, key: Option<&InstanceKey>, urgent: bool) -> CallContext {
         CallContext {
             replica: self.shards.replica_id().map(str::to_owned),
             fence: key.and_then(|k| self.shards.fence(k)).map(|f| f.token),
+            urgent,
             pass: key.map(|_| self.passes.fetch_add(1, Ordering::Relaxed) + 1),
             attempt: key.map(|k| self.queue.failures(k)),
         }
+    }
+
+    /// Whether `key` was taken from the queue for work someone waits on: an API write,
+    /// reconcile-now, or the follow-up of a change in progress (a requeue). Its cloud calls
+    /// then go ahead of the periodic resync's in the cloud's request budget.
+    fn is_urgent(&self, key: &InstanceKey) -> bool {
+        matches!(
+            self.queue.running_priority(key),
+            Some(Priority::User | Priority::Requeue)
+        )
     }
 
     async fn reconcile(&self, inst: Instance, mut obs: Observed) -> Outcome {
@@ -493,7 +515,7 @@ impl Reconciler {
                 .execute(&inst, &plan, &mut backups, &mut outcome.started_restore_job)
                 .await;
         }
-        let failed = outcome.error.is_some();
+        let outcome_error = outcome.error.as_ref().map(|e| e.error.clone());
         if outcome
             .error
             .as_ref()
@@ -519,8 +541,17 @@ impl Reconciler {
         {
             return early;
         }
-        if !self.record_backups(&mut backups, &plan).await || failed {
+        if !self.record_backups(&mut backups, &plan).await {
             return Outcome::Failure;
+        }
+        if let Some(e) = &outcome_error {
+            // Needs a person: shown as Degraded (and phase FAILED) by the status written
+            // above, and looked at again slowly, never given up on.
+            return if e.is_retryable() {
+                Outcome::Failure
+            } else {
+                Outcome::FailureAtLeast(self.config.problem_retry)
+            };
         }
         Outcome::Success {
             requeue_after: self.requeue_after(&plan),
@@ -760,6 +791,15 @@ impl Reconciler {
             error.to_string(),
         );
         set_condition(&mut status.conditions, synced, at);
+        if !error.is_retryable() {
+            let degraded = ConditionUpdate::new(
+                ConditionType::Degraded,
+                true,
+                error.code().to_owned(),
+                error.to_string(),
+            );
+            set_condition(&mut status.conditions, degraded, at);
+        }
         if let Err(e) = self
             .store
             .write_status(

@@ -215,7 +215,13 @@ pub struct BinaryServer {
 
 impl BinaryServer {
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn_with_env(data_dir, extra, &[])
+    }
+
+    /// Like `spawn`, with extra environment variables for the child only.
+    pub fn spawn_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wpfleet"))
+            .envs(env.iter().copied())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
