@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::auth::{Auth, Verifier, dev_claims, load_jwks};
 use crate::api::{self, AppState};
 use crate::cloud::Cloud;
+use crate::cloud::aws::{AwsCloud, AwsSettings};
 use crate::cloud::remote::RemoteCloud;
 use crate::cloud::sim::{SimCloud, SimConfig};
 use crate::metrics::Metrics;
@@ -61,6 +62,8 @@ pub enum CloudChoice {
     Sim,
     /// A simulated cloud served by `wpfleet sim-cloud` (shared by several replicas).
     SimRemote { url: String },
+    /// Real AWS (or a local AWS-compatible server) through the AWS SDK.
+    Aws(Box<AwsSettings>),
 }
 
 /// How `/v1.0` callers are authenticated.
@@ -149,7 +152,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let store = open_store(&config).await?;
-    let (cloud, sim) = open_cloud(&config).await?;
+    let metrics = Arc::new(Metrics::new());
+    let (cloud, sim) = open_cloud(&config, &metrics).await?;
     let shards = match &config.shards {
         Some(settings) => Shards::leased(store.clone(), settings.clone()),
         None => Shards::all(store.clone()),
@@ -162,11 +166,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         stuck_after: config.stuck_after,
         ..RunConfig::default()
     };
-    let metrics = Arc::new(Metrics::new());
     if let Some(sim) = &sim {
         sim.set_metrics(metrics.clone());
     }
     let reconciler = Reconciler::new(store.clone(), cloud.clone(), shards, run_config, metrics);
+    if let Some(sim) = &sim {
+        let sim = sim.clone();
+        reconciler.drop_triggers_when(Arc::new(move || sim.drop_trigger()));
+    }
     let auth = Arc::new(build_auth(&config.auth).await?);
     let dev_token = auth.mint(&dev_claims(
         "wpfleet-dev-operator",
@@ -226,6 +233,7 @@ async fn open_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn Store>> {
 
 async fn open_cloud(
     config: &ServeConfig,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(Arc<dyn Cloud>, Option<Arc<SimCloud>>)> {
     match &config.cloud {
         CloudChoice::Sim => {
@@ -237,6 +245,11 @@ async fn open_cloud(
                 .await
                 .with_context(|| format!("connecting to the simulated cloud at {url}"))?;
             Ok((Arc::new(remote), None))
+        }
+        CloudChoice::Aws(settings) => {
+            let aws = AwsCloud::connect(settings.as_ref().clone()).await?;
+            aws.set_metrics(metrics.clone());
+            Ok((Arc::new(aws), None))
         }
     }
 }

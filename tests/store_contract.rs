@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use wpfleet::model::{
-    Backup, BackupStatus, Configuration, DesiredState, Instance, InstanceKey, Phase,
-    ReconcileRequest, Rejection, Spec, Status, TenantId, Tier, Timestamp, now,
+    Backup, BackupStatus, Configuration, DesiredState, Event, EventReason, Instance, InstanceKey,
+    MAX_EVENTS, Phase, ReconcileRequest, Rejection, Spec, Status, TenantId, Tier, Timestamp, now,
 };
 use wpfleet::store::{
     BackupPage, BackupPageRequest, Change, DynamoStore, EmbeddedStore, Page, PageRequest, Store,
@@ -105,6 +105,11 @@ macro_rules! store_contract {
                 a_released_lease_is_free_and_its_token_never_goes_back,
                 a_status_write_with_a_stale_fence_is_refused,
                 heartbeats_list_live_replicas_until_they_expire_or_leave,
+                events_list_oldest_first_per_instance,
+                a_repeated_event_is_folded_and_the_log_keeps_the_newest,
+                events_of_a_missing_instance_are_not_found,
+                events_change_no_record_field,
+                deleting_an_instance_drops_its_events,
             );
             store_contract!(@cases $fixture, "multi_thread";
                 concurrent_updates_lose_nothing,
@@ -113,6 +118,7 @@ macro_rules! store_contract {
                 concurrent_acquires_of_one_shard_admit_one,
                 concurrent_status_and_spec_writes_lose_nothing,
                 a_backup_racing_a_converging_status_stays_pending,
+                concurrent_event_appends_lose_nothing,
             );
         }
     };
@@ -302,6 +308,11 @@ fn backups_of(pages: &[BackupPage]) -> Vec<Backup> {
 /// Every backup of `k` (or only the active ones), through pages of 100.
 async fn all_backups(store: &Arc<dyn Store>, k: &InstanceKey, active_only: bool) -> Vec<Backup> {
     backups_of(&list_backup_pages(store, k, 100, active_only).await)
+}
+
+/// An event `s` seconds after `created_at()`.
+fn event(reason: EventReason, message: &str, s: i64) -> Event {
+    Event::new(reason, message, 1, created_at() + Duration::seconds(s))
 }
 
 mod contract {
@@ -1147,6 +1158,109 @@ mod contract {
         assert_eq!(winners.len(), 1);
         assert_eq!(all_backups(&store, &k, false).await, winners);
         assert_eq!(all_backups(&store, &k, true).await, winners);
+    }
+
+    pub async fn events_list_oldest_first_per_instance(store: Arc<dyn Store>) {
+        let (k, other) = (key("t1", "blog"), key("t1", "blog-x"));
+        create(&store, &k).await;
+        create(&store, &other).await;
+        assert_eq!(store.list_events(&k).await.unwrap(), vec![]);
+        let first = [
+            event(EventReason::StepApplied, "CreateLogGroup a", 0),
+            event(EventReason::PhaseChanged, "→ PROVISIONING", 1),
+        ];
+        store.append_events(&k, &first).await.unwrap();
+        let second = event(EventReason::StepFailed, "CreateDatabase a: boom", 2);
+        store
+            .append_events(&k, std::slice::from_ref(&second))
+            .await
+            .unwrap();
+        store.append_events(&k, &[]).await.unwrap();
+        let mut want = first.to_vec();
+        want.push(second);
+        assert_eq!(store.list_events(&k).await.unwrap(), want);
+        assert_eq!(store.list_events(&other).await.unwrap(), vec![]);
+        assert_eq!(store.list_events(&key("t2", "blog")).await.unwrap(), vec![]);
+    }
+
+    pub async fn a_repeated_event_is_folded_and_the_log_keeps_the_newest(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        create(&store, &k).await;
+        for s in 0..3 {
+            let failed = event(EventReason::StepFailed, "UpdateService a: throttled", s);
+            store.append_events(&k, &[failed]).await.unwrap();
+        }
+        let log = store.list_events(&k).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].count, 3);
+        assert_eq!(log[0].first_timestamp, created_at());
+        assert_eq!(log[0].last_timestamp, created_at() + Duration::seconds(2));
+        let many: Vec<Event> = (0..MAX_EVENTS as i64 + 5)
+            .map(|i| event(EventReason::StepApplied, &format!("step {i}"), 10 + i))
+            .collect();
+        store.append_events(&k, &many).await.unwrap();
+        let log = store.list_events(&k).await.unwrap();
+        assert_eq!(log, many[5..].to_vec(), "the newest {MAX_EVENTS}, in order");
+    }
+
+    pub async fn events_of_a_missing_instance_are_not_found(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        let e = event(EventReason::StepApplied, "x", 0);
+        let result = store.append_events(&k, &[e]).await;
+        assert!(matches!(result, Err(StoreError::NotFound(_))), "{result:?}");
+        create(&store, &k).await;
+        assert_eq!(
+            store.list_events(&k).await.unwrap(),
+            vec![],
+            "nothing was written for the missing instance"
+        );
+    }
+
+    pub async fn events_change_no_record_field(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        let before = create(&store, &k).await;
+        let e = event(EventReason::PhaseChanged, "x", 0);
+        store.append_events(&k, &[e]).await.unwrap();
+        assert_eq!(stored(&store, &k).await, before);
+    }
+
+    pub async fn deleting_an_instance_drops_its_events(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        create(&store, &k).await;
+        let e = event(EventReason::StepApplied, "x", 0);
+        store.append_events(&k, &[e]).await.unwrap();
+        store.delete(&k).await.unwrap();
+        assert_eq!(store.list_events(&k).await.unwrap(), vec![]);
+        create(&store, &k).await;
+        assert_eq!(
+            store.list_events(&k).await.unwrap(),
+            vec![],
+            "a re-created instance starts with no history"
+        );
+    }
+
+    pub async fn concurrent_event_appends_lose_nothing(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        create(&store, &k).await;
+        let writers: Vec<_> = (0..MAX_EVENTS)
+            .map(|n| {
+                let (store, k) = (store.clone(), k.clone());
+                let e = event(EventReason::StepApplied, &format!("writer {n}"), n as i64);
+                tokio::spawn(async move { store.append_events(&k, &[e]).await })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap().expect("append");
+        }
+        let messages: BTreeSet<String> = store
+            .list_events(&k)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        let want: BTreeSet<String> = (0..MAX_EVENTS).map(|n| format!("writer {n}")).collect();
+        assert_eq!(messages, want);
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod backup;
 mod condition;
+mod event;
 mod ids;
 mod instance;
 mod validate;
@@ -15,6 +16,7 @@ pub use condition::{
     Condition, ConditionStatus, ConditionType, ConditionUpdate, find_condition, is_true,
     set_condition,
 };
+pub use event::{Event, EventReason, EventType, MAX_EVENT_MESSAGE, MAX_EVENTS, append_events};
 pub use ids::{
     ID_PATTERN, IdError, InstanceId, InstanceKey, MAX_INSTANCE_ID_LEN, MAX_TENANT_ID_LEN, TenantId,
     id_schema,

@@ -14,6 +14,9 @@
 //! * table `active_backups`: the keys of `backups` whose status is PENDING or RUNNING
 //!   (value `()`), so listing an instance's in-flight backups, which the reconciler does on
 //!   every pass, reads only in-flight records however many finished ones pile up.
+//! * table `events`: `tenant/instance` → the instance's kept events as one JSON array
+//!   (at most `MAX_EVENTS`, so one small value): an append is one read-modify-write in a
+//!   write transaction, and reading an instance never decodes its events.
 //! * table `meta`: the `resourceVersion` counter and the layout version (`schema`).
 //! * table `pending`: the pending index, `tenant/instance` → `{shard, marker}` for every
 //!   instance that needs reconciling (`rules::needs_reconcile`), maintained in the
@@ -48,6 +51,8 @@
 //!   whose deletion was requested first;
 //! * a backup only moves forward (PENDING → RUNNING → COMPLETED | FAILED), and a final one
 //!   is never written again: it describes data that exists in the cloud;
+//! * `events` has an entry only for an existing instance: `append_events` checks the
+//!   instance in its transaction, and `delete` removes the entry with the record;
 //! * deleting an instance record leaves its backups (and their index entries) in place:
 //!   they are the data kept after the instance is gone. They are keyed by instance key, so
 //!   an instance re-created under the same key lists them as its own.
@@ -93,6 +98,7 @@ const FILE_NAME: &str = "wpfleet.redb";
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
 const BACKUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("backups");
 const ACTIVE_BACKUPS: TableDefinition<&str, ()> = TableDefinition::new("active_backups");
+const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 const SHARD_INDEX: TableDefinition<(u32, &str), ()> = TableDefinition::new("shard_index");
@@ -135,6 +141,7 @@ impl EmbeddedStore {
         txn.open_table(INSTANCES).or_unavailable()?;
         txn.open_table(BACKUPS).or_unavailable()?;
         txn.open_table(ACTIVE_BACKUPS).or_unavailable()?;
+        txn.open_table(EVENTS).or_unavailable()?;
         txn.open_table(META).or_unavailable()?;
         txn.open_table(PENDING).or_unavailable()?;
         txn.open_table(SHARD_INDEX).or_unavailable()?;
@@ -252,7 +259,9 @@ impl Store for EmbeddedStore {
                 index.remove((shard, path.as_str())).or_unavailable()?;
                 let mut pending = txn.open_table(PENDING).or_unavailable()?;
                 pending.remove(path.as_str()).or_unavailable()?;
-                drop((index, pending));
+                let mut events = txn.open_table(EVENTS).or_unavailable()?;
+                events.remove(path.as_str()).or_unavailable()?;
+                drop((index, pending, events));
                 txn.commit().or_unavailable()?;
             }
             Ok(existed)
@@ -285,6 +294,25 @@ impl Store for EmbeddedStore {
     async fn update_backup(&self, backup: &Backup) -> StoreResult<()> {
         let backup = backup.clone();
         self.run(move |db| update_backup_txn(db, backup)).await
+    }
+
+    async fn append_events(&self, key: &InstanceKey, events: &[Event]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let key = key.clone();
+        let events = events.to_vec();
+        self.run(move |db| append_events_txn(db, &key, &events))
+            .await
+    }
+
+    async fn list_events(&self, key: &InstanceKey) -> StoreResult<Vec<Event>> {
+        let path = key.path();
+        self.run(move |db| {
+            let txn = db.begin_read().or_unavailable()?;
+            read_events(&txn.open_table(EVENTS).or_unavailable()?, &path)
+        })
+        .await
     }
 
     fn shards(&self) -> u32 {
@@ -592,6 +620,35 @@ fn request_reconcile_txn(
         txn.commit().or_unavailable()?;
     }
     Ok(marked)
+}
+
+fn append_events_txn(db: &Database, key: &InstanceKey, new: &[Event]) -> StoreResult<()> {
+    let path = key.path();
+    let txn = db.begin_write().or_unavailable()?;
+    {
+        let instances = txn.open_table(INSTANCES).or_unavailable()?;
+        if instances.get(path.as_str()).or_unavailable()?.is_none() {
+            return Err(StoreError::NotFound(key.clone()));
+        }
+        let mut table = txn.open_table(EVENTS).or_unavailable()?;
+        let mut log = read_events(&table, &path)?;
+        model::append_events(&mut log, new);
+        let bytes = serde_json::to_vec(&log).or_unavailable()?;
+        table
+            .insert(path.as_str(), bytes.as_slice())
+            .or_unavailable()?;
+    }
+    txn.commit().or_unavailable()
+}
+
+fn read_events(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    path: &str,
+) -> StoreResult<Vec<Event>> {
+    match table.get(path).or_unavailable()? {
+        Some(value) => decode(path, value.value()),
+        None => Ok(vec![]),
+    }
 }
 
 /// `tenant/instance/backupId`: the key of a backup in `backups` and `active_backups`.

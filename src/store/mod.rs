@@ -22,7 +22,7 @@ pub use dynamodb::{Created as TableCreated, DynamoStore};
 pub use embedded::EmbeddedStore;
 
 use crate::model::{
-    Backup, Instance, InstanceKey, ReconcileRequest, Rejection, Status, TenantId, Timestamp,
+    Backup, Event, Instance, InstanceKey, ReconcileRequest, Rejection, Status, TenantId, Timestamp,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -134,9 +134,23 @@ pub trait Store: Send + Sync + 'static {
         request: &ReconcileRequest,
     ) -> StoreResult<usize>;
 
-    /// Removes the record for good; `false` if it was not there. Its backups stay: they
-    /// are the data kept for the retention period.
+    /// Removes the record for good, and its events; `false` if it was not there. Its
+    /// backups stay: they are the data kept for the retention period.
     async fn delete(&self, key: &InstanceKey) -> StoreResult<bool>;
+
+    // ---- events: what the reconciler decided and did (issue 6) ------------------------
+
+    /// Adds `events` (oldest first) to the instance's event log in one atomic write, by
+    /// the rule of [`model::append_events`](crate::model::append_events): a repeat of the
+    /// newest kept event is folded into it, and only the newest
+    /// [`MAX_EVENTS`](crate::model::MAX_EVENTS) are kept. `NotFound` (and nothing written)
+    /// if the instance does not exist, so no log outlives its instance. Empty `events`
+    /// writes nothing. Events are bookkeeping: they change no spec, status, generation or
+    /// resourceVersion, and appends from concurrent writers all land (none is lost).
+    async fn append_events(&self, key: &InstanceKey, events: &[Event]) -> StoreResult<()>;
+
+    /// The instance's kept events, oldest first; empty if it has none or does not exist.
+    async fn list_events(&self, key: &InstanceKey) -> StoreResult<Vec<Event>>;
 
     /// Inserts a new backup record of an existing instance, atomically checking the
     /// instance: `NotFound` if it does not exist, `Rejected(InvalidTransition)` if its

@@ -122,7 +122,7 @@ impl DynamoStore {
                 Some(Condition::version(stored.ver)),
             )];
             if record.backup.status.is_final() {
-                writes.push(Write::Delete(backup_key(&key, &id, true)));
+                writes.push(Write::Delete(backup_key(&key, &id, true), None));
                 writes.extend(self.clear_pending_after_backup(&key, &id).await?);
             } else {
                 writes.push(Write::Put(record.to_item(KIND_ACTIVE_BACKUP)?, None));

@@ -328,20 +328,6 @@ impl DynamoStore {
             }
         }
     }
-
-    /// Removes the instance item; its backups stay (they are the data kept after it).
-    pub(super) async fn delete_instance(&self, key: &InstanceKey) -> StoreResult<bool> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(instance_key(key)))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| error::sdk_unavailable("DeleteItem", e))?;
-        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
-    }
 }
 
 /// The table keys and `path` of an instance: with the index's partition key added, the

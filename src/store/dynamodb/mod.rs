@@ -3,7 +3,7 @@
 //!
 //! Layout: `schema.rs` (keys, indexes, `store init`), `item.rs` (records ↔ items),
 //! `error.rs` (SDK errors → `StoreError`), and one file per group of trait methods
-//! (`instances.rs`, `backups.rs`, `leases.rs`). The decisions (mutations, the pending
+//! (`instances.rs`, `backups.rs`, `events.rs`, `leases.rs`). The decisions (mutations, the pending
 //! rule, lease hand-over) are `store::rules`, shared with the embedded store.
 //!
 //! Invariants:
@@ -15,7 +15,8 @@
 //!   (`Fenced`), a taken backup id (`Conflict`);
 //! * writes that must happen together are one `TransactWriteItems`: a backup and its
 //!   in-flight copy and the instance's pending mark; a fenced status write and the check of
-//!   its shard lease's token;
+//!   its shard lease's token; an event append and the check that its instance exists; an
+//!   instance's deletion and its event log's;
 //! * reads that decide a write are strongly consistent (`GetItem`/`Query` on the table
 //!   with `ConsistentRead`). Only the three indexes are eventually consistent, and only
 //!   listings use them (a just-created instance may reach them a moment later);
@@ -26,6 +27,7 @@
 
 mod backups;
 mod error;
+mod events;
 mod instances;
 mod item;
 mod leases;
@@ -293,7 +295,7 @@ struct Query {
 /// One item of a transaction.
 enum Write {
     Put(Item, Option<Condition>),
-    Delete(Item),
+    Delete(Item, Option<Condition>),
     Check(Item, Condition),
 }
 
@@ -316,15 +318,18 @@ impl Write {
                 }
                 item.put(put.build().map_err(build)?).build()
             }
-            Write::Delete(key) => item
-                .delete(
-                    Delete::builder()
-                        .table_name(table)
-                        .set_key(Some(key))
-                        .build()
-                        .map_err(build)?,
-                )
-                .build(),
+            Write::Delete(key, condition) => {
+                let mut delete = Delete::builder().table_name(table).set_key(Some(key));
+                if let Some(c) = condition {
+                    delete = delete
+                        .condition_expression(c.expression)
+                        .set_expression_attribute_names(Some(c.names))
+                        .set_expression_attribute_values(
+                            (!c.values.is_empty()).then_some(c.values),
+                        );
+                }
+                item.delete(delete.build().map_err(build)?).build()
+            }
             Write::Check(key, c) => item
                 .condition_check(
                     ConditionCheck::builder()
@@ -419,6 +424,14 @@ impl Store for DynamoStore {
 
     async fn delete(&self, key: &InstanceKey) -> StoreResult<bool> {
         self.delete_instance(key).await
+    }
+
+    async fn append_events(&self, key: &InstanceKey, events: &[Event]) -> StoreResult<()> {
+        self.add_events(key, events).await
+    }
+
+    async fn list_events(&self, key: &InstanceKey) -> StoreResult<Vec<Event>> {
+        self.read_events(key).await
     }
 
     async fn create_backup(&self, backup: Backup) -> StoreResult<Backup> {

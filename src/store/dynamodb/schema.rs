@@ -8,6 +8,7 @@
 //! | instance | `T#<tenant>` | `I#<instance>` |
 //! | backup | `T#<tenant>` | `B#<instance>#<backupId>` |
 //! | in-flight backup (copy) | `T#<tenant>` | `A#<instance>#<backupId>` |
+//! | instance events (the kept log) | `T#<tenant>` | `E#<instance>` |
 //! | shard lease | `LEASES` | `SHARD#<shard, 5 digits>` |
 //! | replica heartbeat | `REPLICAS` | `<replica id>` |
 //!
@@ -64,6 +65,7 @@ pub const PENDING_VALUE: &str = "pending";
 pub const KIND_INSTANCE: &str = "instance";
 pub const KIND_BACKUP: &str = "backup";
 pub const KIND_ACTIVE_BACKUP: &str = "backup-in-flight";
+pub const KIND_EVENTS: &str = "events";
 pub const KIND_LEASE: &str = "lease";
 pub const KIND_REPLICA: &str = "replica";
 
@@ -96,6 +98,10 @@ pub fn backup_sk(key: &InstanceKey, backup_id: &str) -> String {
 
 pub fn active_sk(key: &InstanceKey, backup_id: &str) -> String {
     format!("{}{backup_id}", active_prefix(key))
+}
+
+pub fn events_sk(key: &InstanceKey) -> String {
+    format!("E#{}", key.instance_id)
 }
 
 pub fn lease_sk(shard: u32) -> String {
