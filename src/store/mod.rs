@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use dynamodb::{Created as TableCreated, DynamoStore};
+pub use dynamodb::{
+    Created as TableCreated, DynamoStore, IndexShape, TableShape,
+    table_shape as dynamodb_table_shape,
+};
 pub use embedded::EmbeddedStore;
 
 use crate::model::{

@@ -47,7 +47,7 @@ use aws_sdk_dynamodb::types::{
 };
 use rand::Rng;
 
-pub use schema::Created;
+pub use schema::{Created, IndexShape, TableShape, table_shape};
 
 use self::error::{WriteFailure, put_failure, sdk_unavailable, transact_failure};
 use self::item::{Item, n};

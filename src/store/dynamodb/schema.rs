@@ -108,6 +108,68 @@ pub fn lease_sk(shard: u32) -> String {
     format!("SHARD#{shard:05}")
 }
 
+/// The table as data: what `store init` creates, what `check_shape` demands of an
+/// existing table, and what `deploy/terraform/dynamodb.tf` must declare (a test compares).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableShape {
+    /// (name, type) of the table's hash and range keys.
+    pub hash_key: (&'static str, &'static str),
+    pub range_key: (&'static str, &'static str),
+    pub indexes: Vec<IndexShape>,
+    /// The TTL attribute (epoch seconds).
+    pub ttl_attribute: &'static str,
+    /// IAM actions the controller needs on the table and its indexes (least privilege:
+    /// no Scan, no table management; `TransactWriteItems` needs the actions of its parts).
+    pub controller_actions: &'static [&'static str],
+}
+
+/// One global secondary index; every one is sorted by `path` (key order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexShape {
+    pub name: &'static str,
+    /// (name, type: `S` or `N`).
+    pub hash_key: (&'static str, &'static str),
+    pub range_key: (&'static str, &'static str),
+    /// `KEYS_ONLY` or `INCLUDE`.
+    pub projection: &'static str,
+    pub non_key_attributes: &'static [&'static str],
+}
+
+pub fn table_shape() -> TableShape {
+    let index = |name, hash_key, projection, non_key_attributes| IndexShape {
+        name,
+        hash_key,
+        range_key: (PATH, "S"),
+        projection,
+        non_key_attributes,
+    };
+    TableShape {
+        hash_key: (PK, "S"),
+        range_key: (SK, "S"),
+        indexes: vec![
+            index(SHARD_INDEX, (SHARD, "N"), "KEYS_ONLY", &[]),
+            index(KEY_ORDER_INDEX, (ENTITY, "S"), "KEYS_ONLY", &[]),
+            index(
+                PENDING_INDEX,
+                (PENDING, "S"),
+                "INCLUDE",
+                &[SHARD, PENDING_MARKER],
+            ),
+        ],
+        ttl_attribute: TTL,
+        controller_actions: &[
+            "dynamodb:BatchGetItem",
+            "dynamodb:ConditionCheckItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:DescribeTable",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:Query",
+            "dynamodb:UpdateItem",
+        ],
+    }
+}
+
 /// What `store init` makes: one table with on-demand billing, the three indexes, TTL.
 /// An existing table is accepted if it has the keys and indexes the store needs.
 pub async fn create_table(client: &Client, table: &str) -> StoreResult<Created> {
@@ -133,36 +195,33 @@ fn create_request(
     client: &Client,
     table: &str,
 ) -> aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder {
-    let attr = |name: &str, kind: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(kind)
-            .build()
-            .expect("name and type are set")
-    };
-    client
+    let shape = table_shape();
+    let mut attributes = vec![shape.hash_key, shape.range_key];
+    for index in &shape.indexes {
+        for attribute in [index.hash_key, index.range_key] {
+            if !attributes.contains(&attribute) {
+                attributes.push(attribute);
+            }
+        }
+    }
+    let mut request = client
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr(PK, ScalarAttributeType::S))
-        .attribute_definitions(attr(SK, ScalarAttributeType::S))
-        .attribute_definitions(attr(PATH, ScalarAttributeType::S))
-        .attribute_definitions(attr(SHARD, ScalarAttributeType::N))
-        .attribute_definitions(attr(ENTITY, ScalarAttributeType::S))
-        .attribute_definitions(attr(PENDING, ScalarAttributeType::S))
-        .key_schema(key(PK, KeyType::Hash))
-        .key_schema(key(SK, KeyType::Range))
-        .global_secondary_indexes(index(SHARD_INDEX, SHARD, keys_only()))
-        .global_secondary_indexes(index(KEY_ORDER_INDEX, ENTITY, keys_only()))
-        .global_secondary_indexes(index(
-            PENDING_INDEX,
-            PENDING,
-            Projection::builder()
-                .projection_type(ProjectionType::Include)
-                .non_key_attributes(SHARD)
-                .non_key_attributes(PENDING_MARKER)
-                .build(),
-        ))
+        .key_schema(key(shape.hash_key.0, KeyType::Hash))
+        .key_schema(key(shape.range_key.0, KeyType::Range));
+    for (name, kind) in attributes {
+        let definition = AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::from(kind))
+            .build()
+            .expect("name and type are set");
+        request = request.attribute_definitions(definition);
+    }
+    for index in &shape.indexes {
+        request = request.global_secondary_indexes(gsi(index));
+    }
+    request
 }
 
 fn key(name: &str, kind: KeyType) -> KeySchemaElement {
@@ -173,19 +232,17 @@ fn key(name: &str, kind: KeyType) -> KeySchemaElement {
         .expect("name and type are set")
 }
 
-fn keys_only() -> Projection {
-    Projection::builder()
-        .projection_type(ProjectionType::KeysOnly)
-        .build()
-}
-
-/// Every index is partitioned by `hash` and sorted by `path` (key order).
-fn index(name: &str, hash: &str, projection: Projection) -> GlobalSecondaryIndex {
+fn gsi(index: &IndexShape) -> GlobalSecondaryIndex {
+    let mut projection =
+        Projection::builder().projection_type(ProjectionType::from(index.projection));
+    for attribute in index.non_key_attributes {
+        projection = projection.non_key_attributes(*attribute);
+    }
     GlobalSecondaryIndex::builder()
-        .index_name(name)
-        .key_schema(key(hash, KeyType::Hash))
-        .key_schema(key(PATH, KeyType::Range))
-        .projection(projection)
+        .index_name(index.name)
+        .key_schema(key(index.hash_key.0, KeyType::Hash))
+        .key_schema(key(index.range_key.0, KeyType::Range))
+        .projection(projection.build())
         .build()
         .expect("name, keys and projection are set")
 }
