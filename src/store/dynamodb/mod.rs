@@ -32,6 +32,8 @@ mod instances;
 mod item;
 mod leases;
 mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -501,7 +503,7 @@ impl Store for DynamoStore {
 }
 
 #[cfg(test)]
-mod tests {
+mod page_tests {
     use super::*;
 
     #[test]
