@@ -10,6 +10,7 @@
 pub mod auth;
 mod backups;
 pub mod error;
+mod events;
 pub mod extract;
 mod health;
 mod instances;
@@ -113,6 +114,7 @@ fn tenant_routes() -> Router<AppState> {
         .route(&at("backups/{backupId}"), get(backups::get_one))
         .route(&at("restore"), post(verbs::restore))
         .route(&at("logs"), get(logs::logs))
+        .route(&at("events"), get(events::list))
 }
 
 async fn not_found(req: Request) -> ApiError {

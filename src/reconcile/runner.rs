@@ -20,11 +20,12 @@ use crate::cloud::{
     StepOutcome,
 };
 use crate::model::{
-    Backup, BackupStatus, ConditionType, ConditionUpdate, Instance, InstanceKey, Phase, Status,
-    now, set_condition,
+    Backup, BackupStatus, ConditionType, ConditionUpdate, Event, Instance, InstanceKey, Phase,
+    Status, now, set_condition,
 };
 use crate::store::{BackupPageRequest, PageRequest, Store, StoreError};
 
+use super::events::{AppliedStep, PassRecord, observe_failed, pass_events};
 use super::plan::{Plan, PlanInput, data_generation, plan};
 use super::queue::{Backoff, Outcome, Priority, WorkQueue};
 use super::shards::Shards;
@@ -461,9 +462,16 @@ impl Reconciler {
                 requeue_after: None,
             };
         }
+        let mut applied = vec![];
         if outcome.error.is_none() {
             outcome.error = self
-                .execute(&inst, &plan, &mut backups, &mut outcome.started_restore_job)
+                .execute(
+                    &inst,
+                    &plan,
+                    &mut backups,
+                    &mut outcome.started_restore_job,
+                    &mut applied,
+                )
                 .await;
         }
         let failed = outcome.error.is_some();
@@ -477,7 +485,18 @@ impl Reconciler {
                 .with_label_values(&[CONTROLLER])
                 .inc();
         }
-        let status = next_status(&inst, &obs, &plan, outcome, now());
+        let error = outcome.error.clone();
+        let at = now();
+        let status = next_status(&inst, &obs, &plan, outcome, at);
+        let record = PassRecord {
+            inst: &inst,
+            backups: &context.backups,
+            plan: &plan,
+            applied: &applied,
+            error: error.as_ref(),
+            status: &status,
+        };
+        let events = pass_events(&record, at);
         self.record_convergence(&inst, &status);
         if status.phase != inst.status.phase {
             info!(
@@ -487,7 +506,7 @@ impl Reconciler {
             );
         }
         if let Some(early) = self
-            .write_status(&key, inst.metadata.generation, status)
+            .write_status(&key, inst.metadata.generation, status, &events)
             .await
         {
             return early;
@@ -569,17 +588,19 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Writes status; `Some(outcome)` when the pass should end here.
+    /// Writes status and the pass's events (one store write); `Some(outcome)` when the
+    /// pass should end here.
     async fn write_status(
         &self,
         key: &InstanceKey,
         generation: u64,
         status: Status,
+        events: &[Event],
     ) -> Option<Outcome> {
         let fence = self.shards.fence(key);
         match self
             .store
-            .write_status(key, generation, status, fence)
+            .write_status_and_events(key, generation, status, fence, events)
             .await
         {
             Ok(()) => None,
@@ -608,15 +629,16 @@ impl Reconciler {
         }
     }
 
-    /// Runs the plan's steps in order; stops at the first error, which is returned. A job
-    /// id is recorded the moment its job starts: a backup's on its record at once, a
-    /// restore's in the status this pass writes.
-    async fn execute(
+    /// Runs the plan's steps in order, noting each one applied; stops at the first error,
+    /// which is returned. A job id is recorded the moment its job starts: a backup's on its
+    /// record at once, a restore's in the status this pass writes.
+    async fn execute<'p>(
         &self,
         inst: &Instance,
-        plan: &Plan,
+        plan: &'p Plan,
         backups: &mut [Backup],
         restore_job: &mut Option<String>,
+        applied: &mut Vec<AppliedStep<'p>>,
     ) -> Option<PassError> {
         let key = inst.key();
         let incarnation = inst.metadata.created_at.timestamp_millis();
@@ -639,6 +661,10 @@ impl Reconciler {
                 job_id,
                 "step done"
             );
+            applied.push(AppliedStep {
+                step,
+                job_id: job_id.clone(),
+            });
             match (step, job_id) {
                 (Step::StartBackupJob { backup_id, .. }, Some(id)) => {
                     self.record_backup_job(backups, backup_id, id).await;
@@ -733,13 +759,15 @@ impl Reconciler {
             error.to_string(),
         );
         set_condition(&mut status.conditions, synced, at);
+        let event = observe_failed(error, inst.metadata.generation, at);
         if let Err(e) = self
             .store
-            .write_status(
+            .write_status_and_events(
                 &inst.key(),
                 inst.metadata.generation,
                 status,
                 self.shards.fence(&inst.key()),
+                &[event],
             )
             .await
         {

@@ -191,7 +191,22 @@ impl Store for EmbeddedStore {
         _fence: Option<Fence>,
     ) -> StoreResult<()> {
         let key = key.clone();
-        self.run(move |db| write_status_txn(db, &key, for_generation, status))
+        self.run(move |db| write_status_txn(db, &key, for_generation, status, &[]))
+            .await
+    }
+
+    /// One transaction (one fsync) for both.
+    async fn write_status_and_events(
+        &self,
+        key: &InstanceKey,
+        for_generation: u64,
+        status: Status,
+        _fence: Option<Fence>,
+        events: &[Event],
+    ) -> StoreResult<()> {
+        let key = key.clone();
+        let events = events.to_vec();
+        self.run(move |db| write_status_txn(db, &key, for_generation, status, &events))
             .await
     }
 
@@ -459,11 +474,13 @@ fn apply(before: &Instance, mutate: Mutation<'_>) -> Result<Option<Instance>, Re
     Ok(Some(after))
 }
 
+/// Writes the status and appends `events` in one transaction.
 fn write_status_txn(
     db: &Database,
     key: &InstanceKey,
     for_generation: u64,
     status: Status,
+    events: &[Event],
 ) -> StoreResult<()> {
     let txn = db.begin_write().or_unavailable()?;
     {
@@ -487,6 +504,9 @@ fn write_status_txn(
         }
         instance.status = status;
         put(&mut table, &instance)?;
+        if !events.is_empty() {
+            append_to_log(&txn, &path, events)?;
+        }
     }
     txn.commit().or_unavailable()
 }
@@ -522,15 +542,19 @@ fn append_events_txn(db: &Database, key: &InstanceKey, new: &[Event]) -> StoreRe
         if instances.get(path.as_str()).or_unavailable()?.is_none() {
             return Err(StoreError::NotFound(key.clone()));
         }
-        let mut table = txn.open_table(EVENTS).or_unavailable()?;
-        let mut log = read_events(&table, &path)?;
-        model::append_events(&mut log, new);
-        let bytes = serde_json::to_vec(&log).or_unavailable()?;
-        table
-            .insert(path.as_str(), bytes.as_slice())
-            .or_unavailable()?;
+        append_to_log(&txn, &path, new)?;
     }
     txn.commit().or_unavailable()
+}
+
+/// Appends to an instance's log inside the caller's write transaction.
+fn append_to_log(txn: &WriteTransaction, path: &str, new: &[Event]) -> StoreResult<()> {
+    let mut table = txn.open_table(EVENTS).or_unavailable()?;
+    let mut log = read_events(&table, path)?;
+    model::append_events(&mut log, new);
+    let bytes = serde_json::to_vec(&log).or_unavailable()?;
+    table.insert(path, bytes.as_slice()).or_unavailable()?;
+    Ok(())
 }
 
 fn read_events(
