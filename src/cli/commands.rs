@@ -13,8 +13,9 @@ use super::output::{self, Table, age, age_or_dash, clean, rfc3339};
 use super::resource::{Res, parse_time, str_at};
 use super::wait::{self, Target};
 use super::{
-    ApplyArgs, BackupArgs, ChangeArgs, CliCommand, Connection, EventsArgs, GetArgs, InstanceArgs,
-    LogsArgs, OutputFormat, ReconcileArgs, RestoreArgs, ScaleArgs, WaitArgs,
+    ApplyArgs, BackupArgs, ChangeArgs, CliCommand, Connection, EventsArgs, GetArgs,
+    HealthcheckArgs, InstanceArgs, LogsArgs, OutputFormat, ReconcileArgs, RestoreArgs, ScaleArgs,
+    WaitArgs,
 };
 use crate::model::InstanceKey;
 
@@ -38,6 +39,7 @@ pub async fn dispatch(cmd: CliCommand) -> anyhow::Result<()> {
         CliCommand::Restore(a) => restore(a).await,
         CliCommand::Logs(a) => logs(a).await,
         CliCommand::Events(a) => events(a).await,
+        CliCommand::Healthcheck(a) => healthcheck(a).await,
         CliCommand::Delete(a) => delete(a).await,
         CliCommand::ReconcileNow(a) => reconcile_now(a).await,
     }
@@ -215,6 +217,14 @@ async fn describe(args: InstanceArgs) -> anyhow::Result<()> {
         events.as_ref(),
         Utc::now(),
     ));
+    Ok(())
+}
+
+async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    let client = connect(&args.conn)?;
+    let path = if args.ready { "readyz" } else { "healthz" };
+    client.probe(path).await?;
+    output::print(&format!("{} {path}: ok", client.server()));
     Ok(())
 }
 

@@ -84,6 +84,9 @@ pub enum CliCommand {
     Logs(LogsArgs),
     /// Show the last events of an instance: what the reconciler decided and did.
     Events(EventsArgs),
+    /// Exit 0 if the server is alive (`/healthz`; with `--ready`, `/readyz`), else 1: the
+    /// container health check (the runtime image has no shell or curl).
+    Healthcheck(HealthcheckArgs),
     /// Delete an instance (ordered teardown; the final snapshot is kept).
     Delete(InstanceArgs),
     /// Ask the controller to reconcile now instead of at the next resync.
@@ -228,6 +231,16 @@ pub struct GetArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// Check readiness (`/readyz`: the store answers, shards are held) instead of liveness.
+    #[arg(long)]
+    pub ready: bool,
 
     #[command(flatten)]
     pub conn: Connection,
