@@ -357,6 +357,45 @@ impl SimCloud {
         found.ok_or_else(|| SimError::NotFound(format!("ECS service {name}")))
     }
 
+    // ---- benchmark seeding: no call, no latency, no rate limit, not in the books ---------
+
+    /// What `observe` followed by `describe_tasks` would show for `key` at `at` (epoch
+    /// milliseconds, possibly in the past), without making a call. Benchmarks use it with
+    /// [`SimCloud::apply_at`] to build a converged fleet in seconds instead of hours.
+    pub fn peek_at(&self, key: &InstanceKey, at_ms: i64) -> Observed {
+        let inv = self.lock_inventory();
+        let mut obs = inv.observe(key, at_ms);
+        let name = ResourceNames::for_key(key).service;
+        obs.tasks = inv.live_service(&name, at_ms).map(|svc| {
+            svc.tasks_at(at_ms)
+                .map(|task| task.observed(at_ms))
+                .collect()
+        });
+        obs
+    }
+
+    /// Applies `step` as if at `at_ms` (e.g. an hour ago, so every transition it starts has
+    /// finished by now), without making a call. For seeding benchmarks only.
+    pub fn apply_at(
+        &self,
+        key: &InstanceKey,
+        step: &Step,
+        token: &ClientToken,
+        at_ms: i64,
+    ) -> CloudResult<StepOutcome> {
+        let (result, durable) = self.mutate_inner(true, Some(at_ms), |inv, ctx| {
+            inv.apply(ctx, key, step, token.as_str())
+        });
+        durable
+            .wait_blocking()
+            .map_err(|e| CloudError::Unavailable {
+                service: "sim",
+                operation: "seed",
+                message: e,
+            })?;
+        result
+    }
+
     fn lock_inventory(&self) -> MutexGuard<'_, Inventory> {
         // A panic elsewhere cannot leave a record half-written (each is replaced whole), so
         // a poisoned lock is still safe to use.
@@ -370,14 +409,24 @@ impl SimCloud {
     /// Runs `f` on the inventory at "now", then queues what it changed for the file while
     /// still holding the lock (so the file sees changes in memory order).
     fn mutate<T>(&self, blocking: bool, f: impl FnOnce(&mut Inventory, &Ctx) -> T) -> (T, Durable) {
+        self.mutate_inner(blocking, None, f)
+    }
+
+    /// `mutate` at `at` (default: now).
+    fn mutate_inner<T>(
+        &self,
+        blocking: bool,
+        at: Option<Millis>,
+        f: impl FnOnce(&mut Inventory, &Ctx) -> T,
+    ) -> (T, Durable) {
         let (slow_rds, backup_failures) = {
             let calls = self.lock_calls();
             let faults = calls.faults();
             (faults.slow_rds_factor, faults.backup_failure_rate)
         };
         let mut inv = self.lock_inventory();
-        let ctx =
-            Ctx::new(now_ms(), self.speed, slow_rds).with_backup_failure_rate(backup_failures);
+        let ctx = Ctx::new(at.unwrap_or_else(now_ms), self.speed, slow_rds)
+            .with_backup_failure_rate(backup_failures);
         inv.sweep(ctx.now);
         let out = f(&mut inv, &ctx);
         let changes = inv.take_changes();
