@@ -127,6 +127,9 @@ struct BenchArgs {
     /// Divides simulated durations (rate limits stay as they are).
     #[arg(long, default_value_t = 100.0)]
     sim_speed: f64,
+    /// Most reconcile passes in flight (as `serve --workers`).
+    #[arg(long, default_value_t = 16)]
+    workers: usize,
 }
 
 /// `--cloud`
@@ -379,7 +382,9 @@ async fn sim_cloud(args: SimCloudArgs) -> anyhow::Result<()> {
 
 async fn bench(which: BenchCommand) -> anyhow::Result<()> {
     match which {
-        BenchCommand::Converge(a) => wpfleet::bench::converge(a.instances, a.sim_speed).await?,
+        BenchCommand::Converge(a) => {
+            wpfleet::bench::converge(a.instances, a.sim_speed, a.workers).await?
+        }
         BenchCommand::Resync(a) => wpfleet::bench::resync(a.instances, a.sim_speed).await?,
         BenchCommand::Latency(a) => {
             let args = wpfleet::bench::LatencyArgs {

@@ -16,8 +16,9 @@ use tokio_util::task::TaskTracker;
 use crate::api::auth::{Auth, Verifier, dev_claims, load_jwks};
 use crate::api::{self, AppState};
 use crate::cloud::Cloud;
+use crate::cloud::budget::{Budget, Paced};
 use crate::cloud::remote::RemoteCloud;
-use crate::cloud::sim::{SimCloud, SimConfig};
+use crate::cloud::sim::{SimCloud, SimConfig, SimLimits};
 use crate::metrics::Metrics;
 use crate::reconcile::{Backoff, Reconciler, RunConfig, ShardSettings, Shards};
 use crate::store::{EmbeddedStore, Store};
@@ -140,6 +141,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
     );
     let (cloud, sim) = open_cloud(&config).await?;
+    // The controller paces its calls to the cloud's budget (see `cloud::budget`).
+    let cloud: Arc<dyn Cloud> =
+        Arc::new(Paced::new(cloud, Budget::new(SimLimits::default().rates())));
     let shards = match &config.shards {
         Some(settings) => Shards::leased(store.clone(), settings.clone()),
         None => Shards::all(store.clone()),

@@ -328,6 +328,11 @@ struct Rule {
 fn rules() -> Vec<Rule> {
     let file: RuleFile = serde_norway::from_str(&read("deploy/prometheus/alerts.yml"))
         .expect("alerts.yml parses as a Prometheus rule file");
+    let mut names = BTreeSet::new();
+    for g in &file.groups {
+        assert!(g.name.starts_with("wpfleet."), "group {}", g.name);
+        assert!(names.insert(g.name.clone()), "group {} twice", g.name);
+    }
     file.groups.into_iter().flat_map(|g| g.rules).collect()
 }
 

@@ -9,10 +9,14 @@ use crate::model::{Instance, now};
 use crate::reconcile::RunConfig;
 use crate::store::Store;
 
-pub async fn converge(n: usize, speed: f64) -> anyhow::Result<f64> {
-    let mut rig = Rig::new(speed, RunConfig::default())?;
+pub async fn converge(n: usize, speed: f64, workers: usize) -> anyhow::Result<f64> {
+    let run = RunConfig {
+        workers,
+        ..RunConfig::default()
+    };
+    let mut rig = Rig::new(speed, run)?;
     rig.start();
-    println!("converge: {n} instances, sim speed x{speed}, default rate limits");
+    println!("converge: {n} instances, sim speed x{speed}, default rate limits, {workers} workers");
     let started = Instant::now();
     let trigger = rig.reconciler.trigger();
     for i in 0..n {

@@ -40,12 +40,14 @@ pub async fn memory(n: usize, watch: Duration, speed: f64) -> anyhow::Result<f64
     let started = Instant::now();
     let mut peak = seeded;
     let calls_before = rig.sim.stats().calls;
+    let mut seconds = 0u64;
     while started.elapsed() < watch {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        seconds += 1;
         let now = rss()?;
         peak = peak.max(now);
         let q = rig.reconciler.queue().stats();
-        if started.elapsed().as_secs() % 10 == 0 {
+        if seconds.is_multiple_of(10) {
             println!(
                 "  {:>4.0}s RSS {:.0} MiB, queue {} waiting, {} calls so far",
                 started.elapsed().as_secs_f64(),

@@ -36,8 +36,9 @@ pub use latency::{LatencyArgs, latency};
 pub use memory::memory;
 pub use resync::resync;
 
-use crate::cloud::ClientToken;
-use crate::cloud::sim::{SimCloud, SimConfig};
+use crate::cloud::budget::{Budget, Paced};
+use crate::cloud::sim::{SimCloud, SimConfig, SimLimits};
+use crate::cloud::{ClientToken, Cloud};
 use crate::metrics::Metrics;
 use crate::model::{Configuration, DesiredState, Instance, InstanceKey, Phase, Spec, Tier, now};
 use crate::reconcile::plan::{PlanInput, plan};
@@ -69,13 +70,12 @@ impl Rig {
         let metrics = Arc::new(Metrics::new());
         sim.set_metrics(metrics.clone());
         let shards = Shards::all(store.clone());
-        let reconciler = Reconciler::new(
-            store.clone(),
+        let paced: Arc<dyn Cloud> = Arc::new(Paced::new(
             sim.clone(),
-            shards,
-            run.clone(),
-            metrics.clone(),
-        );
+            Budget::new(SimLimits::default().rates()),
+        ));
+        let reconciler =
+            Reconciler::new(store.clone(), paced, shards, run.clone(), metrics.clone());
         Ok(Self {
             store,
             sim,

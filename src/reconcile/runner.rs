@@ -278,12 +278,41 @@ impl Reconciler {
             k = self.queue.next_batch(max) => k,
             _ = shutdown.cancelled() => return None,
         };
-        // Resync work is not urgent: let a batch fill up so describes are shared.
-        if keys.len() < max && self.queue.only_resync_due() && !self.config.batch_window.is_zero() {
-            tokio::time::sleep(self.config.batch_window).await;
-            keys.extend(self.queue.try_batch(max - keys.len()));
-        }
+        self.fill_batch(&mut keys, max).await;
         Some((keys, slot))
+    }
+
+    /// Polls and resyncs are not urgent: while no user work is due, a partial batch waits
+    /// for keys that become due within `batch_window` (never longer), so their describe
+    /// calls are shared. A lone key with nothing due soon does not wait at all. (Each
+    /// batch costs five describe calls whatever its size, so tiny batches of polls burned
+    /// the RDS budget; see docs/PERFORMANCE.md.)
+    async fn fill_batch(&self, keys: &mut Vec<InstanceKey>, max: usize) {
+        let deadline = tokio::time::Instant::now() + self.config.batch_window;
+        while keys.len() < max && self.queue.no_user_work_due() {
+            let due = self.queue.try_batch(max - keys.len());
+            if !due.is_empty() {
+                keys.extend(due);
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            match self.queue.next_delayed() {
+                Some(at) if at <= deadline => tokio::time::sleep_until(at).await,
+                // A resync is still listing: more keys are on their way.
+                _ if self.listing_in_progress() => {
+                    tokio::time::sleep((deadline - now).min(Duration::from_millis(5))).await;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// A full resync is still queueing keys.
+    fn listing_in_progress(&self) -> bool {
+        lock(&self.wave).as_ref().is_some_and(|w| !w.listed)
     }
 
     async fn run_batch(self: Arc<Self>, batch: Vec<InstanceKey>, workers: Arc<Semaphore>) {

@@ -68,8 +68,8 @@ use self::log_events::{Position, Window};
 use self::persist::{Durable, Persister};
 use super::names::ResourceNames;
 use super::{
-    ClientToken, Cloud, CloudError, CloudResult, JobKind, JobRef, LogPage, LogQuery, Observed,
-    ObservedJob, ObservedTask, Step, StepOutcome, WaitingOn,
+    Call, ClientToken, Cloud, CloudError, CloudResult, JobKind, JobRef, LogPage, LogQuery,
+    Observed, ObservedJob, ObservedTask, Step, StepOutcome, WaitingOn,
 };
 use crate::model::InstanceKey;
 
@@ -151,6 +151,24 @@ impl Default for SimLimits {
                 burst: 20.0,
             },
         }
+    }
+}
+
+impl SimLimits {
+    /// The same limits as a controller's client-side budget (`cloud::budget`): the rates
+    /// AWS documents for these APIs are what an operator configures there.
+    pub fn rates(&self) -> [(&'static str, crate::cloud::budget::Rate); 5] {
+        let rate = |l: &RateLimit| crate::cloud::budget::Rate {
+            per_second: l.rate,
+            burst: l.burst,
+        };
+        [
+            ("ecs", rate(&self.ecs)),
+            ("efs", rate(&self.efs)),
+            ("rds", rate(&self.rds)),
+            ("logs", rate(&self.logs)),
+            ("backup", rate(&self.backup)),
+        ]
     }
 }
 
@@ -650,6 +668,21 @@ impl Cloud for SimCloud {
     /// A quarter of the typical duration of what is awaited, ÷ speed, within [20 ms, 30 s].
     /// (AWS Backup jobs are polled as `WaitingOn::Snapshot`: 15 s at speed 1 against jobs
     /// of 90–120 s.)
+    fn cost(&self, call: &Call<'_>) -> Vec<(&'static str, u32)> {
+        let per_chunk = |n: usize, per: usize| u32::try_from(n.div_ceil(per)).unwrap_or(u32::MAX);
+        match call {
+            Call::Observe(0) => vec![],
+            Call::Observe(n) => OBSERVE_CALLS
+                .iter()
+                .map(|(api, per)| (api.service.name(), per_chunk(*n, *per)))
+                .collect(),
+            Call::DescribeTasks => vec![(LIST_TASKS.service.name(), 2)],
+            Call::DescribeJobs(jobs) => vec![("backup", per_chunk(jobs.len(), 1))],
+            Call::Apply(step) => vec![(Api::of_step(step).service.name(), 1)],
+            Call::Logs => vec![(FILTER_LOG_EVENTS.service.name(), 1)],
+        }
+    }
+
     fn poll_interval(&self, waiting_on: WaitingOn) -> Duration {
         let rds = Ctx::new(0, self.speed, self.lock_calls().faults().slow_rds_factor).rds_factor;
         let typical = match waiting_on {
