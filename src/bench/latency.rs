@@ -51,7 +51,7 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<f64> {
     let served = serve(&rig).await?;
     let http = reqwest::Client::new();
     let started = Instant::now();
-    let mut sent: Vec<(String, f64)> = Vec::with_capacity(puts);
+    let mut sent: Vec<Put> = Vec::with_capacity(puts);
     for j in 0..puts {
         let gap = -rand::rng().random_range(f64::EPSILON..1.0f64).ln() / rate;
         tokio::time::sleep(Duration::from_secs_f64(gap)).await;
@@ -62,6 +62,7 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<f64> {
             "organizationName": "Bench Ltd", "contactEmail": "bench@example.com",
             "tier": "ENTERPRISE", "configuration": {"desiredCount": desired}
         });
+        let sent_at = epoch_ms();
         let res = http
             .put(format!(
                 "{}/v1.0/tenants/{}/instances/{}",
@@ -73,7 +74,11 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<f64> {
             .await?;
         let replied = epoch_ms();
         anyhow::ensure!(res.status().is_success(), "PUT {key}: {}", res.status());
-        sent.push((key.path(), replied));
+        sent.push(Put {
+            instance: key.path(),
+            sent_at,
+            replied,
+        });
     }
     println!(
         "  {puts} PUTs sent in {:.1}s",
@@ -105,10 +110,17 @@ fn epoch_ms() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-/// For each PUT (instance path, reply time in epoch ms), the delay to the first successful
-/// mutating call on that instance answered after the previous PUT to it; a call answered
-/// before the reply reached the client counts as 0. Call times have millisecond resolution.
-fn first_mutation_latencies(rig: &Rig, sent: &[(String, f64)]) -> Vec<f64> {
+/// One PUT: its instance, and when it was sent and answered (epoch ms).
+struct Put {
+    instance: String,
+    sent_at: f64,
+    replied: f64,
+}
+
+/// For each PUT, the delay from its reply to the first successful mutating call on its
+/// instance answered after it was sent; a call answered before the reply reached the
+/// client counts as 0. Call times have millisecond resolution.
+fn first_mutation_latencies(rig: &Rig, sent: &[Put]) -> Vec<f64> {
     let mut calls: HashMap<&str, Vec<i64>> = HashMap::new();
     let log = rig.sim.call_log();
     for c in &log {
@@ -116,15 +128,13 @@ fn first_mutation_latencies(rig: &Rig, sent: &[(String, f64)]) -> Vec<f64> {
             calls.entry(instance).or_default().push(c.at);
         }
     }
-    let mut previous: HashMap<&str, f64> = HashMap::new();
     let mut out = Vec::with_capacity(sent.len());
-    for (instance, replied) in sent {
-        let after = previous.insert(instance, *replied).unwrap_or(0.0);
+    for put in sent {
         let first = calls
-            .get(instance.as_str())
-            .and_then(|ats| ats.iter().find(|&&at| at as f64 > after.floor()));
+            .get(put.instance.as_str())
+            .and_then(|ats| ats.iter().find(|&&at| at as f64 >= put.sent_at.floor()));
         if let Some(&at) = first {
-            out.push((at as f64 - replied).max(0.0));
+            out.push((at as f64 - put.replied).max(0.0));
         }
     }
     out

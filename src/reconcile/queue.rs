@@ -83,6 +83,8 @@ enum Entry {
     Running {
         again: Option<(Instant, Priority)>,
         started: Instant,
+        /// Taken as user work (a write, reconcile-now): its cloud calls go first.
+        urgent: bool,
     },
 }
 
@@ -217,6 +219,19 @@ impl WorkQueue {
         self.lock().ready[Priority::User as usize].is_empty()
     }
 
+    /// Resolves when a key is added (or soon after one was: a wake-up may be stored).
+    pub async fn added(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Whether `key` is running as user work (see `cloud::budget::URGENT`).
+    pub fn is_urgent(&self, key: &InstanceKey) -> bool {
+        matches!(
+            self.lock().entries.get(key),
+            Some(Entry::Running { urgent: true, .. })
+        )
+    }
+
     /// When the earliest delayed key (a requeue, a backoff) becomes due, if any.
     pub fn next_delayed(&self) -> Option<Instant> {
         self.lock().next_due()
@@ -243,7 +258,7 @@ impl WorkQueue {
             }
         };
         let again = match st.entries.remove(key) {
-            Some(Entry::Running { again, started }) => {
+            Some(Entry::Running { again, started, .. }) => {
                 if let Some(m) = &self.metrics {
                     m.work_duration
                         .with_label_values(&[CONTROLLER])
@@ -388,6 +403,7 @@ impl State {
                 let running = Entry::Running {
                     again: None,
                     started: now,
+                    urgent: p == Priority::User as usize,
                 };
                 self.entries.insert(key.clone(), running);
                 return Some(key);

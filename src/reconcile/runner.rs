@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::cloud::budget::URGENT;
 use crate::cloud::{
     CALL_CONTEXT, CallContext, ClientToken, Cloud, CloudError, JobKind, JobRef, Observed, Step,
     StepOutcome,
@@ -60,7 +61,9 @@ impl Default for RunConfig {
             resync_interval: Duration::from_secs(300),
             backoff: Backoff::default(),
             batch_max: 100,
-            batches: 4,
+            // Batches mostly wait (for the cloud, for the budget): enough of them that
+            // user work finds a free one while polls wait for budget.
+            batches: 8,
             batch_window: Duration::from_millis(200),
             problem_retry: Duration::from_secs(60),
             retention: Duration::from_secs(30 * 24 * 3600),
@@ -282,14 +285,18 @@ impl Reconciler {
         Some((keys, slot))
     }
 
-    /// Polls and resyncs are not urgent: while no user work is due, a partial batch waits
-    /// for keys that become due within `batch_window` (never longer), so their describe
-    /// calls are shared. A lone key with nothing due soon does not wait at all. (Each
-    /// batch costs five describe calls whatever its size, so tiny batches of polls burned
-    /// the RDS budget; see docs/PERFORMANCE.md.)
+    /// Polls and resyncs are not urgent: a partial batch of them waits for keys that
+    /// become due within `batch_window` (never longer), so their describe calls are shared.
+    /// A lone key with nothing due soon does not wait, and a batch with user work in it (a
+    /// write, reconcile-now, arriving meanwhile too) goes at once. (Each batch costs five
+    /// describe calls whatever its size, so tiny batches of polls burned the RDS budget;
+    /// see docs/PERFORMANCE.md.)
     async fn fill_batch(&self, keys: &mut Vec<InstanceKey>, max: usize) {
         let deadline = tokio::time::Instant::now() + self.config.batch_window;
-        while keys.len() < max && self.queue.no_user_work_due() {
+        loop {
+            if keys.len() >= max || keys.iter().any(|k| self.queue.is_urgent(k)) {
+                return;
+            }
             let due = self.queue.try_batch(max - keys.len());
             if !due.is_empty() {
                 keys.extend(due);
@@ -299,13 +306,15 @@ impl Reconciler {
             if now >= deadline {
                 return;
             }
-            match self.queue.next_delayed() {
-                Some(at) if at <= deadline => tokio::time::sleep_until(at).await,
+            let until = match self.queue.next_delayed() {
+                Some(at) if at <= deadline => at,
                 // A resync is still listing: more keys are on their way.
-                _ if self.listing_in_progress() => {
-                    tokio::time::sleep((deadline - now).min(Duration::from_millis(5))).await;
-                }
+                _ if self.listing_in_progress() => deadline.min(now + Duration::from_millis(5)),
                 _ => return,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = self.queue.added() => {}
             }
         }
     }
@@ -352,7 +361,11 @@ impl Reconciler {
             return;
         }
         let keys: Vec<InstanceKey> = live.iter().map(Instance::key).collect();
-        let observe = CALL_CONTEXT.scope(self.call_context(None), self.cloud.observe(&keys));
+        let urgent = keys.iter().any(|k| self.queue.is_urgent(k));
+        let observe = URGENT.scope(
+            urgent,
+            CALL_CONTEXT.scope(self.call_context(None), self.cloud.observe(&keys)),
+        );
         match observe.await {
             Ok(observed) => {
                 let passes = live
@@ -389,8 +402,9 @@ impl Reconciler {
         let active = self.metrics.active_workers.with_label_values(&[CONTROLLER]);
         active.inc();
         let started = std::time::Instant::now();
-        let outcome = CALL_CONTEXT
-            .scope(ctx, self.reconcile(inst, obs))
+        let urgent = self.queue.is_urgent(&key);
+        let outcome = URGENT
+            .scope(urgent, CALL_CONTEXT.scope(ctx, self.reconcile(inst, obs)))
             .instrument(span)
             .await;
         active.dec();

@@ -79,6 +79,11 @@ use super::*;
 use crate::model::{self, BackupStatus, FieldError};
 
 const FILE_NAME: &str = "wpfleet.redb";
+
+/// redb's own page cache. Its default (1 GiB) kept every page written in memory: storing
+/// 100,000 instances grew RSS by ~400 MiB (`wpfleet bench memory`, docs/PERFORMANCE.md).
+/// Pages not cached here are still read from the OS page cache, which is not our RSS.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
 const BACKUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("backups");
 const ACTIVE_BACKUPS: TableDefinition<&str, ()> = TableDefinition::new("active_backups");
@@ -103,6 +108,7 @@ impl EmbeddedStore {
             .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
         let db = Builder::new()
+            .set_cache_size(CACHE_BYTES)
             .set_repair_callback(log_repair(path.display().to_string()))
             .create(&path)
             .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
