@@ -85,8 +85,9 @@ struct LatencyBenchArgs {
     /// How many PUTs.
     #[arg(long, default_value_t = 1000)]
     puts: usize,
-    /// Mean PUTs per second (Poisson arrivals).
-    #[arg(long, default_value_t = 5.0)]
+    /// Mean PUTs per second (Poisson arrivals). Each PUT's pass describes RDS twice and
+    /// RDS admits 10 calls/s, so above ~4/s the PUTs alone exhaust the RDS budget.
+    #[arg(long, default_value_t = 2.0)]
     rate: f64,
     /// Converged instances the PUTs go to, round robin.
     #[arg(long, default_value_t = 200)]
