@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the API and the reconciler (embedded store + simulated cloud by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a development token signed with an HS256 secret (the one `serve` uses).
     Token(TokenArgs),
     /// Serve a simulated cloud over HTTP for several `serve --cloud sim-remote` replicas.
@@ -140,6 +140,8 @@ enum CloudKind {
     Sim,
     /// A simulated cloud served by `wpfleet sim-cloud` (see `--sim-url`).
     SimRemote,
+    /// AWS through the official SDK (see the `--aws-*` flags and docs/AWS.md).
+    Aws,
 }
 
 #[derive(Debug, clap::Args)]
@@ -245,6 +247,10 @@ struct ServeArgs {
     /// How often the pending index is polled for work written through other replicas.
     #[arg(long, env = "WPFLEET_PENDING_POLL", default_value = "1s", value_parser = parse_duration)]
     pending_poll: Duration,
+
+    /// The AWS driver's settings (with `--cloud aws`).
+    #[command(flatten)]
+    aws: wpfleet::cloud::aws::AwsArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -269,7 +275,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => serve(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
             Command::SimCloud(args) => sim_cloud(args).await.map(|()| ExitCode::SUCCESS),
             Command::Bench(which) => bench(which).await.map(|()| ExitCode::SUCCESS),
@@ -306,6 +312,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         cloud: match (args.cloud, args.sim_url) {
             (CloudKind::SimRemote, Some(url)) => CloudChoice::SimRemote { url },
+            (CloudKind::Aws, _) => CloudChoice::Aws(Box::new(
+                args.aws.into_settings().map_err(anyhow::Error::msg)?,
+            )),
             _ => CloudChoice::Sim,
         },
         shards: (args.lease_shards || args.replica_id.is_some()).then(|| {
@@ -323,6 +332,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cloud = match &config.cloud {
         CloudChoice::Sim => format!("simulated (speed x{})", config.sim_speed),
         CloudChoice::SimRemote { url } => format!("simulated, served by {url}"),
+        CloudChoice::Aws(aws) => format!(
+            "AWS (cluster {}, file system {})",
+            aws.cluster, aws.file_system_id
+        ),
     };
     println!(
         "  store: embedded ({}), cloud: {cloud}",

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::auth::{Auth, Verifier, dev_claims, load_jwks};
 use crate::api::{self, AppState};
 use crate::cloud::Cloud;
+use crate::cloud::aws::{AwsCloud, AwsSettings};
 use crate::cloud::budget::{Budget, Paced};
 use crate::cloud::remote::RemoteCloud;
 use crate::cloud::sim::{SimCloud, SimConfig, SimLimits};
@@ -50,6 +51,8 @@ pub enum CloudChoice {
     Sim,
     /// A simulated cloud served by `wpfleet sim-cloud` (shared by several replicas).
     SimRemote { url: String },
+    /// Real AWS (or a local AWS-compatible server) through the AWS SDK.
+    Aws(Box<AwsSettings>),
 }
 
 /// How `/v1.0` callers are authenticated.
@@ -140,10 +143,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         EmbeddedStore::open(&config.data_dir)
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
     );
-    let (cloud, sim) = open_cloud(&config).await?;
-    // The controller paces its calls to the cloud's budget (see `cloud::budget`).
-    let cloud: Arc<dyn Cloud> =
-        Arc::new(Paced::new(cloud, Budget::new(SimLimits::default().rates())));
+    let metrics = Arc::new(Metrics::new());
+    let (cloud, sim) = open_cloud(&config, &metrics).await?;
+    // On the simulated cloud the controller paces its calls to the simulated limits (see
+    // `cloud::budget`); the AWS driver has its own budget (`cloud::aws::budget`).
+    let cloud: Arc<dyn Cloud> = if sim.is_some() {
+        Arc::new(Paced::new(cloud, Budget::new(SimLimits::default().rates())))
+    } else {
+        cloud
+    };
     let shards = match &config.shards {
         Some(settings) => Shards::leased(store.clone(), settings.clone()),
         None => Shards::all(store.clone()),
@@ -156,11 +164,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         stuck_after: config.stuck_after,
         ..RunConfig::default()
     };
-    let metrics = Arc::new(Metrics::new());
     if let Some(sim) = &sim {
         sim.set_metrics(metrics.clone());
     }
     let reconciler = Reconciler::new(store.clone(), cloud.clone(), shards, run_config, metrics);
+    if let Some(sim) = &sim {
+        let sim = sim.clone();
+        reconciler.drop_triggers_when(Arc::new(move || sim.drop_trigger()));
+    }
     let auth = Arc::new(build_auth(&config.auth).await?);
     let dev_token = auth.mint(&dev_claims(
         "wpfleet-dev-operator",
@@ -206,6 +217,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
 async fn open_cloud(
     config: &ServeConfig,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(Arc<dyn Cloud>, Option<Arc<SimCloud>>)> {
     match &config.cloud {
         CloudChoice::Sim => {
@@ -217,6 +229,11 @@ async fn open_cloud(
                 .await
                 .with_context(|| format!("connecting to the simulated cloud at {url}"))?;
             Ok((Arc::new(remote), None))
+        }
+        CloudChoice::Aws(settings) => {
+            let aws = AwsCloud::connect(settings.as_ref().clone()).await?;
+            aws.set_metrics(metrics.clone());
+            Ok((Arc::new(aws), None))
         }
     }
 }

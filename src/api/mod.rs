@@ -76,6 +76,7 @@ pub fn router(app: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(read_body_first))
         .layer(middleware::from_fn(log_errors))
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -115,6 +116,40 @@ fn tenant_routes() -> Router<AppState> {
         .route(&at("restore"), post(verbs::restore))
         .route(&at("logs"), get(logs::logs))
         .route(&at("events"), get(events::list))
+}
+
+/// How much of an oversized body is read (and thrown away) before the 413 goes out.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// Reads the whole request body before routing, whether the route wants one or not. A
+/// body left unread makes hyper close the connection with data still unread, which resets
+/// it under the response: the client saw a truncated answer (a GET of `/openapi.json` with
+/// a body, found by tests/reliability_hostile.rs). An oversized body is read up to
+/// [`DRAIN_LIMIT`] and answered 413 (beyond that the connection is closed).
+async fn read_body_first(req: Request, next: Next) -> Response {
+    use futures::StreamExt;
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    let (mut kept, mut total) = (Vec::new(), 0usize);
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return ApiError::field("body", "the request body could not be read").into_response();
+        };
+        total += chunk.len();
+        if total <= extract::MAX_BODY_BYTES {
+            kept.extend_from_slice(&chunk);
+        } else if total > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if total > extract::MAX_BODY_BYTES {
+        return ApiError::PayloadTooLarge {
+            limit: extract::MAX_BODY_BYTES,
+        }
+        .into_response();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(kept)))
+        .await
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -11,7 +11,8 @@
 //!   [`error_responses`] with statuses from [`ErrorCode::status`] (the one `ApiError` uses)
 //!   and examples rendered by `ApiError` itself; plus, from [`Conventions`], what the router
 //!   adds to every route: the bearer requirement with 401/403 on every `/v1.0` route (the
-//!   auth guards), and 500 everywhere (the panic layer).
+//!   auth guards), 413 everywhere (the body is read before routing) and 500 everywhere
+//!   (the panic layer).
 //!
 //! Invariant: every route the router serves is in the document, with the same methods, and
 //! every `/v1.0` operation requires the bearer token; `tests/openapi.rs` checks both
@@ -282,7 +283,8 @@ impl Modify for Conventions {
         for (path, item) in openapi.paths.paths.iter_mut() {
             let guarded = path.starts_with("/v1.0/");
             for op in operations_mut(item) {
-                let mut add = vec![ErrorCode::InternalError];
+                // The body is read (and its size checked) before routing, on every route.
+                let mut add = vec![ErrorCode::InternalError, ErrorCode::PayloadTooLarge];
                 if guarded {
                     op.security =
                         Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);

@@ -188,6 +188,9 @@ pub async fn set_faults(
         ("errorRate", faults.error_rate),
         ("latencySpikeRate", faults.latency_spike_rate),
         ("backupFailureRate", faults.backup_failure_rate),
+        ("staleObservationRate", faults.stale_observation_rate),
+        ("reorderRate", faults.reorder_rate),
+        ("dropTriggerRate", faults.drop_trigger_rate),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(ApiError::field(field, "must be between 0 and 1"));

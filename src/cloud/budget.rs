@@ -15,11 +15,10 @@
 //! Invariants:
 //! * reservations are granted in arrival order per service (no caller starves), and the
 //!   sustained rate never exceeds the bucket's current rate;
-//! * two lanes: calls made for user work (a write, reconcile-now: [`URGENT`]) reserve
-//!   their turn at once; background calls (polls, resyncs) are granted only while the
-//!   bucket keeps a quarter of its burst for user work, and never reserve ahead, so user
-//!   work is not queued behind a backlog of polls (the latency benchmark's p99 was 0.8 s
-//!   with one lane);
+//! * two lanes: calls for work someone waits on (`CallContext::urgent`: a write,
+//!   reconcile-now, the follow-up of a change) reserve their turn at once; background calls
+//!   (the resync) are granted only while the bucket keeps a quarter of its burst for urgent
+//!   work, and never reserve ahead (the same rule as the AWS driver's budget);
 //! * adaptive: a `Throttled` answer halves that service's rate (down to a tenth of its
 //!   configured rate) and empties its bucket; each admitted call wins back 2 % of the
 //!   configured rate, up to it. So a budget set too high (another client shares the
@@ -33,19 +32,16 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{
-    Call, ClientToken, Cloud, CloudError, CloudResult, JobRef, LogPage, LogQuery, Observed,
-    ObservedJob, ObservedTask, Step, StepOutcome, WaitingOn,
+    CALL_CONTEXT, Call, ClientToken, Cloud, CloudError, CloudResult, JobRef, LogPage, LogQuery,
+    Observed, ObservedJob, ObservedTask, Step, StepOutcome, WaitingOn,
 };
 use crate::model::InstanceKey;
 
-tokio::task_local! {
-    /// Whether the calls of the current task are made for user work. Set by the
-    /// reconciler per pass; calls outside any scope (API reads) count as urgent.
-    pub static URGENT: bool;
-}
-
+/// Whether the current task's calls are for work someone waits on (the reconciler sets
+/// `CallContext::urgent` per pass: API writes, reconcile-now, follow-ups of a change).
+/// Calls outside any pass (API reads) count as urgent.
 fn urgent() -> bool {
-    URGENT.try_with(|u| *u).unwrap_or(true)
+    CALL_CONTEXT.try_with(|c| c.urgent).unwrap_or(true)
 }
 
 /// Calls per second a service admits, and how many at once after a quiet spell.
@@ -291,6 +287,7 @@ impl Cloud for Paced {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloud::CallContext;
 
     fn budget(per_second: f64, burst: f64) -> Budget {
         Budget::new([("ecs", Rate { per_second, burst })])
@@ -353,9 +350,9 @@ mod tests {
         // And background work waits behind user reservations, not the other way round.
         assert_eq!(ms(b.reserve(&[("ecs", 1)])), 100);
         assert_eq!(ms(b.try_background(&[("ecs", 1)])), 400);
-        // Outside any pass (API reads) calls are user work.
+        // Outside any pass (API reads) calls are urgent; a resync pass's are not.
         assert!(urgent());
-        assert!(!URGENT.sync_scope(false, urgent));
+        assert!(!CALL_CONTEXT.sync_scope(CallContext::default(), urgent));
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,6 +10,7 @@
 //!
 //! Invariant: only `cloud/` knows how a cloud is called; the reconciler sees these types.
 
+pub mod aws;
 pub mod budget;
 pub mod names;
 pub mod remote;
@@ -80,6 +81,18 @@ pub type CloudResult<T> = Result<T, CloudError>;
 pub struct CallContext {
     pub replica: Option<String>,
     pub fence: Option<u64>,
+    /// The reconcile pass making the call (a per-process sequence number), so a call log
+    /// can tell passes apart (issue 7: backoff is asserted from the call log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<u64>,
+    /// How many passes of this instance failed in a row before this one (0: not a retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Someone is waiting for this work (an API write, reconcile-now, the follow-up of a
+    /// change in progress): a cloud with a request budget serves it ahead of background
+    /// work (the periodic resync).
+    #[serde(default)]
+    pub urgent: bool,
 }
 
 tokio::task_local! {

@@ -31,6 +31,7 @@ use crate::model::InstanceKey;
 
 const REPLICA_HEADER: &str = "x-wpfleet-replica";
 const FENCE_HEADER: &str = "x-wpfleet-fence";
+const URGENT_HEADER: &str = "x-wpfleet-urgent";
 
 /// A `CloudError` on the wire. Service and operation names are interned on the way back
 /// (the error type holds `&'static str`s); an unknown name becomes `"remote"`.
@@ -208,6 +209,8 @@ fn context(headers: &HeaderMap) -> CallContext {
     CallContext {
         replica: header(REPLICA_HEADER).map(str::to_owned),
         fence: header(FENCE_HEADER).and_then(|v| v.parse().ok()),
+        urgent: header(URGENT_HEADER) == Some("1"),
+        ..CallContext::default()
     }
 }
 
@@ -321,6 +324,9 @@ impl RemoteCloud {
         }
         if let Some(f) = ctx.fence {
             req = req.header(FENCE_HEADER, f.to_string());
+        }
+        if ctx.urgent {
+            req = req.header(URGENT_HEADER, "1");
         }
         let unavailable = |e: reqwest::Error| CloudError::Unavailable {
             service: "remote",

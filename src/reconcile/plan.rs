@@ -22,6 +22,8 @@
 //! * a restore first stops every task, so nothing writes while data is restored.
 
 mod backups;
+#[cfg(test)]
+mod properties;
 mod restore;
 #[cfg(test)]
 mod tests;

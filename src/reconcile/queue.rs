@@ -71,6 +71,10 @@ pub enum Outcome {
     Success { requeue_after: Option<Duration> },
     /// Failed; retry after this key's backoff.
     Failure,
+    /// Failed in a way a retry will not fix until a person acts (access denied, quota):
+    /// retry after this key's backoff, but not sooner than `at_least`, so the instance is
+    /// looked at again slowly instead of hammering the cloud, and never given up on.
+    FailureAtLeast(Duration),
 }
 
 enum Entry {
@@ -83,8 +87,8 @@ enum Entry {
     Running {
         again: Option<(Instant, Priority)>,
         started: Instant,
-        /// Taken as user work (a write, reconcile-now): its cloud calls go first.
-        urgent: bool,
+        /// The priority it was taken with (passed on to the cloud as a hint).
+        priority: Priority,
     },
 }
 
@@ -219,22 +223,14 @@ impl WorkQueue {
         self.lock().ready[Priority::User as usize].is_empty()
     }
 
-    /// Resolves when a key is added (or soon after one was: a wake-up may be stored).
-    pub async fn added(&self) {
-        self.wake.notified().await;
-    }
-
-    /// Whether `key` is running as user work (see `cloud::budget::URGENT`).
-    pub fn is_urgent(&self, key: &InstanceKey) -> bool {
-        matches!(
-            self.lock().entries.get(key),
-            Some(Entry::Running { urgent: true, .. })
-        )
-    }
-
     /// When the earliest delayed key (a requeue, a backoff) becomes due, if any.
     pub fn next_delayed(&self) -> Option<Instant> {
         self.lock().next_due()
+    }
+
+    /// Resolves when a key is added (or soon after one was: a wake-up may be stored).
+    pub async fn added(&self) {
+        self.wake.notified().await;
     }
 
     /// Ends the pass of `key`. A trigger that arrived meanwhile wins if it is earlier.
@@ -246,10 +242,14 @@ impl WorkQueue {
                 st.failures.remove(key);
                 requeue_after.map(|d| (now + d, Priority::Requeue))
             }
-            Outcome::Failure => {
+            Outcome::Failure | Outcome::FailureAtLeast(_) => {
                 let n = st.failures.entry(key.clone()).or_insert(0);
                 *n += 1;
-                let delay = self.backoff.delay(*n);
+                let at_least = match outcome {
+                    Outcome::FailureAtLeast(d) => d,
+                    _ => Duration::ZERO,
+                };
+                let delay = self.backoff.delay(*n).max(at_least);
                 st.retries += 1;
                 if let Some(m) = &self.metrics {
                     m.queue_retries.with_label_values(&[CONTROLLER]).inc();
@@ -276,6 +276,14 @@ impl WorkQueue {
             st.schedule(key.clone(), at, p);
             drop(st);
             self.wake.notify_one();
+        }
+    }
+
+    /// The priority a running key was taken with; `None` if it is not running.
+    pub fn running_priority(&self, key: &InstanceKey) -> Option<Priority> {
+        match self.lock().entries.get(key) {
+            Some(Entry::Running { priority, .. }) => Some(*priority),
+            _ => None,
         }
     }
 
@@ -309,6 +317,15 @@ impl WorkQueue {
         // A panic while holding this lock cannot leave the maps inconsistent in a way that
         // matters more than losing the queue, so recover the guard rather than propagate.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The priority whose ready list has index `i`.
+fn priority_at(i: usize) -> Priority {
+    match i {
+        0 => Priority::Resync,
+        1 => Priority::Requeue,
+        _ => Priority::User,
     }
 }
 
@@ -403,7 +420,7 @@ impl State {
                 let running = Entry::Running {
                     again: None,
                     started: now,
-                    urgent: p == Priority::User as usize,
+                    priority: priority_at(p),
                 };
                 self.entries.insert(key.clone(), running);
                 return Some(key);
@@ -458,6 +475,35 @@ mod tests {
         let start = Instant::now();
         assert_eq!(q.next_batch(10).await, vec![k("a")]);
         assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_needing_a_person_is_retried_no_sooner_than_asked() {
+        let q = q();
+        q.add(k("a"), Priority::User, Duration::ZERO);
+        assert_eq!(q.next_batch(1).await, vec![k("a")]);
+        let start = Instant::now();
+        q.done(&k("a"), Outcome::FailureAtLeast(Duration::from_secs(60)));
+        assert_eq!(q.next_batch(1).await, vec![k("a")]);
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+        assert_eq!(q.failures(&k("a")), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_key_remembers_the_priority_it_was_taken_with() {
+        let q = q();
+        q.add(k("u"), Priority::User, Duration::ZERO);
+        q.add(k("r"), Priority::Resync, Duration::ZERO);
+        assert_eq!(q.next_batch(2).await, vec![k("u"), k("r")]);
+        assert_eq!(q.running_priority(&k("u")), Some(Priority::User));
+        assert_eq!(q.running_priority(&k("r")), Some(Priority::Resync));
+        q.done(
+            &k("u"),
+            Outcome::Success {
+                requeue_after: None,
+            },
+        );
+        assert_eq!(q.running_priority(&k("u")), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,6 +6,7 @@
 //! a trigger or the periodic resync.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::cloud::budget::URGENT;
 use crate::cloud::{
     CALL_CONTEXT, CallContext, ClientToken, Cloud, CloudError, JobKind, JobRef, Observed, Step,
     StepOutcome,
@@ -84,10 +84,20 @@ struct PassContext {
 #[derive(Clone)]
 pub struct Trigger {
     queue: Arc<WorkQueue>,
+    /// Fault injection (simulated cloud only): says when to drop a trigger, as a missed
+    /// event would; the periodic resync must then notice the write.
+    drops: Option<TriggerFault>,
 }
+
+/// Decides, per trigger, whether to drop it (see `Reconciler::drop_triggers_when`).
+pub type TriggerFault = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Trigger {
     pub fn now(&self, key: InstanceKey) {
+        if self.drops.as_ref().is_some_and(|drop| drop()) {
+            debug!(instance = %key, "trigger dropped (injected fault)");
+            return;
+        }
         self.queue.add(key, Priority::User, Duration::ZERO);
     }
 }
@@ -103,6 +113,10 @@ pub struct Reconciler {
     tracker: Mutex<HashMap<InstanceKey, Tracked>>,
     /// The resync wave in progress, for `wpfleet_resync_aws_calls_per_instance`.
     wave: Mutex<Option<ResyncWave>>,
+    /// Passes started, to number them in the cloud's call log.
+    passes: AtomicU64,
+    /// Injected missed events for the triggers handed out (tests, simulated cloud).
+    trigger_fault: Mutex<Option<TriggerFault>>,
     config: RunConfig,
 }
 
@@ -124,6 +138,9 @@ impl Tracked {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 /// Cloud calls made while the keys of one full resync are processed.
 struct ResyncWave {
@@ -160,6 +177,8 @@ impl Reconciler {
             metrics,
             tracker: Mutex::new(HashMap::new()),
             wave: Mutex::new(None),
+            passes: AtomicU64::new(0),
+            trigger_fault: Mutex::new(None),
             config,
         })
     }
@@ -229,7 +248,14 @@ impl Reconciler {
     pub fn trigger(&self) -> Trigger {
         Trigger {
             queue: self.queue.clone(),
+            drops: lock(&self.trigger_fault).clone(),
         }
+    }
+
+    /// Triggers handed out from now on are dropped whenever `fault` says so (fault
+    /// injection: the simulated cloud's `dropTriggerRate`).
+    pub fn drop_triggers_when(&self, fault: TriggerFault) {
+        *lock(&self.trigger_fault) = Some(fault);
     }
 
     pub fn queue(&self) -> &WorkQueue {
@@ -297,7 +323,10 @@ impl Reconciler {
     async fn fill_batch(&self, keys: &mut Vec<InstanceKey>, max: usize) {
         let deadline = tokio::time::Instant::now() + self.config.batch_window;
         loop {
-            if keys.len() >= max || keys.iter().any(|k| self.queue.is_urgent(k)) {
+            let user_work = keys
+                .iter()
+                .any(|k| self.queue.running_priority(k) == Some(Priority::User));
+            if keys.len() >= max || user_work {
                 return;
             }
             let due = self.queue.try_batch(max - keys.len());
@@ -364,11 +393,9 @@ impl Reconciler {
             return;
         }
         let keys: Vec<InstanceKey> = live.iter().map(Instance::key).collect();
-        let urgent = keys.iter().any(|k| self.queue.is_urgent(k));
-        let observe = URGENT.scope(
-            urgent,
-            CALL_CONTEXT.scope(self.call_context(None), self.cloud.observe(&keys)),
-        );
+        let urgent = keys.iter().any(|k| self.is_urgent(k));
+        let observe =
+            CALL_CONTEXT.scope(self.call_context(None, urgent), self.cloud.observe(&keys));
         match observe.await {
             Ok(observed) => {
                 let passes = live
@@ -379,11 +406,16 @@ impl Reconciler {
             }
             Err(error) => {
                 warn!(instances = keys.len(), %error, "observation failed");
+                let outcome = if error.is_retryable() {
+                    Outcome::Failure
+                } else {
+                    Outcome::FailureAtLeast(self.config.problem_retry)
+                };
                 for inst in live {
                     self.record_observe_failure(&inst, &error).await;
-                    self.count_result(Outcome::Failure);
+                    self.count_result(outcome);
                     self.wave_done(&inst.key());
-                    self.queue.done(&inst.key(), Outcome::Failure);
+                    self.queue.done(&inst.key(), outcome);
                 }
             }
         }
@@ -401,13 +433,12 @@ impl Reconciler {
             instance_id = %key.instance_id,
             generation = inst.metadata.generation
         );
-        let ctx = self.call_context(Some(&key));
+        let ctx = self.call_context(Some(&key), self.is_urgent(&key));
         let active = self.metrics.active_workers.with_label_values(&[CONTROLLER]);
         active.inc();
         let started = std::time::Instant::now();
-        let urgent = self.queue.is_urgent(&key);
-        let outcome = URGENT
-            .scope(urgent, CALL_CONTEXT.scope(ctx, self.reconcile(inst, obs)))
+        let outcome = CALL_CONTEXT
+            .scope(ctx, self.reconcile(inst, obs))
             .instrument(span)
             .await;
         active.dec();
@@ -423,7 +454,7 @@ impl Reconciler {
     /// `controller_runtime_reconcile_total{result}` as controller-runtime labels it.
     fn count_result(&self, outcome: Outcome) {
         let result = match outcome {
-            Outcome::Failure => {
+            Outcome::Failure | Outcome::FailureAtLeast(_) => {
                 self.metrics
                     .reconcile_errors
                     .with_label_values(&[CONTROLLER])
@@ -466,12 +497,27 @@ impl Reconciler {
         }
     }
 
-    /// Who is calling the cloud: this replica and, for one instance, its shard's fence.
-    fn call_context(&self, key: Option<&InstanceKey>) -> CallContext {
+    /// Who is calling the cloud: this replica and, for one instance, its shard's fence;
+    /// `urgent` when a user waits for the work (see `is_urgent`). For one instance, also
+    /// numbers the pass and says how many passes failed before it.
+    fn call_context(&self, key: Option<&InstanceKey>, urgent: bool) -> CallContext {
         CallContext {
             replica: self.shards.replica_id().map(str::to_owned),
             fence: key.and_then(|k| self.shards.fence(k)).map(|f| f.token),
+            urgent,
+            pass: key.map(|_| self.passes.fetch_add(1, Ordering::Relaxed) + 1),
+            attempt: key.map(|k| self.queue.failures(k)),
         }
+    }
+
+    /// Whether `key` was taken from the queue for work someone waits on: an API write,
+    /// reconcile-now, or the follow-up of a change in progress (a requeue). Its cloud calls
+    /// then go ahead of the periodic resync's in the cloud's request budget.
+    fn is_urgent(&self, key: &InstanceKey) -> bool {
+        matches!(
+            self.queue.running_priority(key),
+            Some(Priority::User | Priority::Requeue)
+        )
     }
 
     async fn reconcile(&self, inst: Instance, mut obs: Observed) -> Outcome {
@@ -520,7 +566,7 @@ impl Reconciler {
                 )
                 .await;
         }
-        let failed = outcome.error.is_some();
+        let outcome_error = outcome.error.as_ref().map(|e| e.error.clone());
         if outcome
             .error
             .as_ref()
@@ -557,8 +603,17 @@ impl Reconciler {
         {
             return early;
         }
-        if !self.record_backups(&mut backups, &plan).await || failed {
+        if !self.record_backups(&mut backups, &plan).await {
             return Outcome::Failure;
+        }
+        if let Some(e) = &outcome_error {
+            // Needs a person: shown as Degraded (and phase FAILED) by the status written
+            // above, and looked at again slowly, never given up on.
+            return if e.is_retryable() {
+                Outcome::Failure
+            } else {
+                Outcome::FailureAtLeast(self.config.problem_retry)
+            };
         }
         Outcome::Success {
             requeue_after: self.requeue_after(&plan),
@@ -805,6 +860,15 @@ impl Reconciler {
             error.to_string(),
         );
         set_condition(&mut status.conditions, synced, at);
+        if !error.is_retryable() {
+            let degraded = ConditionUpdate::new(
+                ConditionType::Degraded,
+                true,
+                error.code().to_owned(),
+                error.to_string(),
+            );
+            set_condition(&mut status.conditions, degraded, at);
+        }
         let event = observe_failed(error, inst.metadata.generation, at);
         if let Err(e) = self
             .store

@@ -2,6 +2,8 @@
 //! the `wpfleet` binary), a small JSON client, and polling with a deadline.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod harness;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -213,7 +215,13 @@ pub struct BinaryServer {
 
 impl BinaryServer {
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn_with_env(data_dir, extra, &[])
+    }
+
+    /// Like `spawn`, with extra environment variables for the child only.
+    pub fn spawn_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wpfleet"))
+            .envs(env.iter().copied())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")

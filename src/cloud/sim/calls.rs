@@ -195,6 +195,23 @@ pub struct SimStats {
     /// Keyed `"service:Operation"`, e.g. `"ecs:DescribeServices"`.
     pub operations: BTreeMap<String, OpStats>,
     pub persistence: PersistStats,
+    /// What the injected [`Faults`] did so far.
+    pub injected: InjectedStats,
+}
+
+/// Counts of injected faults (not the throttles of the rate limits themselves).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectedStats {
+    pub throttles: u64,
+    pub errors: u64,
+    pub latency_spikes: u64,
+    /// Observations answered from an older snapshot of the instance's resources.
+    pub stale_observations: u64,
+    /// Observations mixing a fresh and an older snapshot (two updates seen out of order).
+    pub reordered_observations: u64,
+    /// Reconcile triggers of API writes that were dropped.
+    pub dropped_triggers: u64,
 }
 
 /// One API call as the simulated cloud saw it.
@@ -209,12 +226,21 @@ pub struct CallRecord {
     pub mutating: bool,
     /// `ok`, `throttled` or `error`.
     pub outcome: &'static str,
+    /// The resource a mutating call acts on (`Step::target`: a name, id or root path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// The controller replica that made the call, when it said (remote callers do).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
     /// The fencing token of the instance's shard lease the caller held, when it said.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fence: Option<u64>,
+    /// The reconcile pass that made the call, and how many passes of the instance had
+    /// failed in a row before it (see `cloud::CallContext`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 /// Admission, faults and the books; one per [`super::SimCloud`], behind a mutex.
@@ -255,11 +281,12 @@ impl CallBook {
 
     /// The latency of one call before `speed` scaling: uniform 20–60 ms, plus an injected
     /// spike now and then.
-    pub fn latency(&self, speed: f64) -> Duration {
+    pub fn latency(&mut self, speed: f64) -> Duration {
         let mut rng = rand::rng();
         let mut ms = rng.random_range(base::LATENCY_MIN..=base::LATENCY_MAX);
         if rng.random::<f64>() < self.faults.latency_spike_rate {
             ms += self.faults.latency_spike_ms as f64;
+            self.stats.injected.latency_spikes += 1;
         }
         // Capped so that an absurd spike setting cannot overflow a deadline.
         duration_from_ms((ms / speed).min(MAX_LATENCY_MS))
@@ -271,21 +298,24 @@ impl CallBook {
         &mut self,
         api: Api,
         instance: Option<&str>,
+        target: Option<&str>,
         latency: Duration,
     ) -> Result<(), CloudError> {
         let mut rng = rand::rng();
-        let refused = if rng.random::<f64>() < self.faults.throttle_rate
-            || !self.buckets[api.service.index()].take()
-        {
+        let refused = if rng.random::<f64>() < self.faults.throttle_rate {
+            self.stats.injected.throttles += 1;
+            Some(api.throttled())
+        } else if !self.buckets[api.service.index()].take() {
             Some(api.throttled())
         } else if rng.random::<f64>() < self.faults.error_rate {
+            self.stats.injected.errors += 1;
             Some(api.unavailable())
         } else {
             None
         };
         match refused {
             Some(err) => {
-                self.record(api, instance, Err(&err), latency);
+                self.record(api, instance, target, Err(&err), latency);
                 Err(err)
             }
             None => Ok(()),
@@ -297,6 +327,7 @@ impl CallBook {
         &mut self,
         api: Api,
         instance: Option<&str>,
+        target: Option<&str>,
         outcome: Result<(), &CloudError>,
         latency: Duration,
     ) {
@@ -330,13 +361,25 @@ impl CallBook {
             instance: instance.map(str::to_owned),
             mutating: api.mutating,
             outcome,
+            target: target.map(str::to_owned),
             caller: ctx.replica,
             fence: ctx.fence,
+            pass: ctx.pass,
+            attempt: ctx.attempt,
         });
     }
 
     pub fn stats(&self) -> SimStats {
         self.stats.clone()
+    }
+
+    pub fn count_dropped_trigger(&mut self, dropped: bool) {
+        self.stats.injected.dropped_triggers += u64::from(dropped);
+    }
+
+    pub fn count_distorted_views(&mut self, stale: u64, reordered: u64) {
+        self.stats.injected.stale_observations += stale;
+        self.stats.injected.reordered_observations += reordered;
     }
 
     pub fn call_log(&self) -> Vec<CallRecord> {

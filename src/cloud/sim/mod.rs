@@ -52,13 +52,14 @@ mod view;
 #[cfg(test)]
 mod tests;
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use self::calls::{Api, CallBook, Service};
 use self::clock::{Ctx, Millis, base, duration_from_ms, now_ms, sane_speed};
@@ -73,7 +74,7 @@ use super::{
 };
 use crate::model::InstanceKey;
 
-pub use self::calls::{CallRecord, MAX_CALL_LOG, OpStats, PersistStats, SimStats};
+pub use self::calls::{CallRecord, InjectedStats, MAX_CALL_LOG, OpStats, PersistStats, SimStats};
 pub use self::ecs::MAX_PAST_TASKS;
 pub use self::persist::FILE_NAME;
 pub use self::view::{
@@ -90,6 +91,10 @@ pub struct SimConfig {
     pub limits: SimLimits,
     /// Injected faults.
     pub faults: Faults,
+    /// Attempts per call, as the AWS SDK's standard retry mode makes them (3): a throttled
+    /// or 5xx call is tried again after a jittered exponential delay, and only the last
+    /// refusal reaches the caller. Every attempt counts as a call. 1: no retry.
+    pub attempts: u32,
 }
 
 impl Default for SimConfig {
@@ -98,9 +103,17 @@ impl Default for SimConfig {
             speed: 1.0,
             limits: SimLimits::default(),
             faults: Faults::default(),
+            attempts: DEFAULT_ATTEMPTS,
         }
     }
 }
+
+/// The AWS SDK's standard retry mode: 3 attempts.
+pub const DEFAULT_ATTEMPTS: u32 = 3;
+
+/// The first retry waits up to this long (before speed scaling); each further one up to
+/// twice as long (the SDK's exponential backoff with full jitter).
+const RETRY_BASE_MS: f64 = 100.0;
 
 /// A token bucket per service: `rate` requests per second sustained, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -195,6 +208,25 @@ pub struct Faults {
     /// when each job starts.
     #[serde(default)]
     pub backup_failure_rate: f64,
+    /// Stale view (issue 7, after Sieve): fraction of per-instance observations answered
+    /// with an older snapshot of the instance's resources, one the controller saw before.
+    #[serde(default)]
+    pub stale_observation_rate: f64,
+    /// Reordered updates: fraction of per-instance observations that show the service of
+    /// one moment and the data resources (access points, databases, snapshots, log group)
+    /// of another, so a later change is seen without an earlier one.
+    #[serde(default)]
+    pub reorder_rate: f64,
+    /// Missed event: fraction of the reconcile triggers of API writes that are dropped;
+    /// only the periodic resync notices those writes.
+    #[serde(default)]
+    pub drop_trigger_rate: f64,
+}
+
+impl Faults {
+    fn distorts_views(&self) -> bool {
+        self.stale_observation_rate > 0.0 || self.reorder_rate > 0.0
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,8 +264,14 @@ const MAX_POLL_MS: f64 = 30_000.0;
 
 pub struct SimCloud {
     speed: f64,
+    /// See [`SimConfig::attempts`].
+    attempts: u32,
     inventory: Mutex<Inventory>,
     calls: Mutex<CallBook>,
+    /// Recent observations per instance, kept only while a view fault is on (the older
+    /// snapshots a stale or reordered view is made of). Locked on its own, never together
+    /// with another lock.
+    history: Mutex<HashMap<InstanceKey, VecDeque<Observed>>>,
     /// `None` for an in-memory cloud.
     persister: Option<Persister>,
 }
@@ -254,8 +292,10 @@ impl SimCloud {
     fn build(config: SimConfig, inventory: Inventory, persister: Option<Persister>) -> Self {
         Self {
             speed: sane_speed(config.speed),
+            attempts: config.attempts.max(1),
             inventory: Mutex::new(inventory),
             calls: Mutex::new(CallBook::new(&config.limits, config.faults)),
+            history: Mutex::new(HashMap::new()),
             persister,
         }
     }
@@ -284,7 +324,63 @@ impl SimCloud {
     }
 
     pub fn set_faults(&self, faults: Faults) {
+        if !faults.distorts_views() {
+            self.history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
         self.lock_calls().set_faults(faults);
+    }
+
+    /// Whether to drop the reconcile trigger of one API write (`Faults::drop_trigger_rate`);
+    /// the server asks this for every trigger when it runs on the simulated cloud.
+    pub fn drop_trigger(&self) -> bool {
+        let mut calls = self.lock_calls();
+        let drop = rand::random::<f64>() < calls.faults().drop_trigger_rate;
+        calls.count_dropped_trigger(drop);
+        drop
+    }
+
+    /// Applies the view faults to fresh observations: some are answered from an older
+    /// snapshot, some mix an older and a fresh one. Remembers the fresh ones.
+    fn distort(&self, keys: &[InstanceKey], fresh: Vec<Observed>) -> Vec<Observed> {
+        let faults = self.lock_calls().faults().clone();
+        if !faults.distorts_views() {
+            return fresh;
+        }
+        let (mut stale, mut reordered) = (0, 0);
+        let mut rng = rand::rng();
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let out = keys
+            .iter()
+            .zip(fresh)
+            .map(|(key, now)| {
+                let past = history.entry(key.clone()).or_default();
+                let older = past.front().cloned();
+                past.push_back(now.clone());
+                if past.len() > VIEW_HISTORY {
+                    past.pop_front();
+                }
+                let Some(older) = older else { return now };
+                if rng.random::<f64>() < faults.stale_observation_rate {
+                    stale += 1;
+                    older
+                } else if rng.random::<f64>() < faults.reorder_rate {
+                    reordered += 1;
+                    if rng.random::<bool>() {
+                        mix(&now, &older)
+                    } else {
+                        mix(&older, &now)
+                    }
+                } else {
+                    now
+                }
+            })
+            .collect();
+        drop(history);
+        self.lock_calls().count_distorted_views(stale, reordered);
+        out
     }
 
     /// Drift: changes the desired count of the key's ECS service behind the controller's
@@ -465,9 +561,37 @@ impl SimCloud {
 
     /// One read call about `instance` (if about one): latency, admission, books.
     async fn read_call(&self, api: Api, instance: Option<&str>) -> CloudResult<()> {
-        let latency = self.latency();
-        tokio::time::sleep(latency).await;
-        self.read_now(api, instance, latency)
+        let latency = self.admitted(api, instance, None).await?;
+        self.lock_calls()
+            .record(api, instance, None, Ok(()), latency);
+        Ok(())
+    }
+
+    /// Waits for the call's latency and its admission, retrying a throttled or 5xx answer
+    /// up to [`SimConfig::attempts`] in all (each refused attempt is booked as a call).
+    /// Returns the admitted attempt's latency.
+    async fn admitted(
+        &self,
+        api: Api,
+        instance: Option<&str>,
+        target: Option<&str>,
+    ) -> CloudResult<Duration> {
+        let mut attempt = 1;
+        loop {
+            let latency = self.latency();
+            tokio::time::sleep(latency).await;
+            let refused = match self.lock_calls().admit(api, instance, target, latency) {
+                Ok(()) => return Ok(latency),
+                Err(e) => e,
+            };
+            if attempt >= self.attempts || !refused.is_retryable() {
+                return Err(refused);
+            }
+            let cap = RETRY_BASE_MS * f64::from(1u32 << (attempt - 1).min(10));
+            let delay = rand::rng().random_range(0.0..cap) / self.speed;
+            tokio::time::sleep(duration_from_ms(delay)).await;
+            attempt += 1;
+        }
     }
 
     /// Issues the batched describe calls for `keys` concurrently.
@@ -482,30 +606,17 @@ impl SimCloud {
         self.concurrent_reads(calls).await
     }
 
-    /// Issues read calls concurrently: each is answered at its own latency, so the whole
-    /// costs the slowest one. Every call is booked; returns the first refusal.
+    /// Issues read calls concurrently: each is answered at its own latency (and retried on
+    /// its own), so the whole costs the slowest one. Returns the first refusal.
     async fn concurrent_reads(&self, calls: Vec<(Api, Option<String>)>) -> CloudResult<()> {
-        let mut calls: Vec<(Duration, Api, Option<String>)> = calls
+        let reads = calls
+            .iter()
+            .map(|(api, instance)| self.read_call(*api, instance.as_deref()));
+        futures::future::join_all(reads)
+            .await
             .into_iter()
-            .map(|(api, instance)| (self.latency(), api, instance))
-            .collect();
-        calls.sort_by_key(|(latency, _, _)| *latency);
-        let start = Instant::now();
-        let mut first_refusal = None;
-        for (latency, api, instance) in calls {
-            tokio::time::sleep_until(start + latency).await;
-            if let Err(e) = self.read_now(api, instance.as_deref(), latency) {
-                first_refusal.get_or_insert(e);
-            }
-        }
-        first_refusal.map_or(Ok(()), Err)
-    }
-
-    fn read_now(&self, api: Api, instance: Option<&str>, latency: Duration) -> CloudResult<()> {
-        let mut book = self.lock_calls();
-        book.admit(api, instance, latency)?;
-        book.record(api, instance, Ok(()), latency);
-        Ok(())
+            .collect::<CloudResult<Vec<()>>>()
+            .map(drop)
     }
 
     fn tasks_of(&self, key: &InstanceKey) -> Vec<ObservedTask> {
@@ -565,6 +676,17 @@ impl SimCloud {
     }
 }
 
+/// How many past observations per instance a stale or reordered view picks from.
+const VIEW_HISTORY: usize = 6;
+
+/// The service as `service_from` shows it, the data resources as `data_from` does.
+fn mix(service_from: &Observed, data_from: &Observed) -> Observed {
+    Observed {
+        service: service_from.service.clone(),
+        ..data_from.clone()
+    }
+}
+
 /// What the site sees in its data resources ([`SimCloud::read_data`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteData {
@@ -582,8 +704,11 @@ impl Cloud for SimCloud {
         }
         self.observe_calls(keys).await?;
         let t = now_ms();
-        let inv = self.lock_inventory();
-        Ok(keys.iter().map(|key| inv.observe(key, t)).collect())
+        let fresh = {
+            let inv = self.lock_inventory();
+            keys.iter().map(|key| inv.observe(key, t)).collect()
+        };
+        Ok(self.distort(keys, fresh))
     }
 
     /// ListTasks, then DescribeTasks only if there is something to describe (AWS rejects
@@ -633,9 +758,8 @@ impl Cloud for SimCloud {
     ) -> CloudResult<StepOutcome> {
         let api = Api::of_step(step);
         let instance = key.path();
-        let latency = self.latency();
-        tokio::time::sleep(latency).await;
-        self.lock_calls().admit(api, Some(&instance), latency)?;
+        let target = Some(step.target());
+        let latency = self.admitted(api, Some(&instance), target).await?;
         let (result, durable) =
             self.mutate(false, |inv, ctx| inv.apply(ctx, key, step, token.as_str()));
         let result = match (result, durable.wait().await) {
@@ -646,8 +770,13 @@ impl Cloud for SimCloud {
             }),
             (result, _) => result,
         };
-        self.lock_calls()
-            .record(api, Some(&instance), result.as_ref().map(drop), latency);
+        self.lock_calls().record(
+            api,
+            Some(&instance),
+            target,
+            result.as_ref().map(drop),
+            latency,
+        );
         result
     }
 
@@ -658,10 +787,16 @@ impl Cloud for SimCloud {
         let instance = key.path();
         let latency = self.latency();
         tokio::time::sleep(latency).await;
-        self.lock_calls().admit(api, Some(&instance), latency)?;
-        let result = self.filter_log_events(key, query);
         self.lock_calls()
-            .record(api, Some(&instance), result.as_ref().map(drop), latency);
+            .admit(api, Some(&instance), None, latency)?;
+        let result = self.filter_log_events(key, query);
+        self.lock_calls().record(
+            api,
+            Some(&instance),
+            None,
+            result.as_ref().map(drop),
+            latency,
+        );
         result
     }
 

@@ -34,6 +34,8 @@ fn fast() -> SimConfig {
         speed: SPEED,
         limits: unlimited(),
         faults: Faults::default(),
+        // These tests check what the service answers; the client's retry has its own test.
+        attempts: 1,
     }
 }
 
@@ -1148,4 +1150,34 @@ async fn no_step_panics_on_missing_resources() {
             "{r:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_client_retries_a_refused_call_like_the_sdk_and_books_every_attempt() {
+    let cloud = SimCloud::in_memory(SimConfig {
+        attempts: 3,
+        ..fast()
+    });
+    let k = key(1);
+    let s = Steps::of(&k);
+    cloud.set_faults(Faults {
+        throttle_rate: 1.0,
+        ..Faults::default()
+    });
+    let r = apply(&cloud, &k, &s.log()).await;
+    assert!(matches!(r, Err(CloudError::Throttled { .. })), "{r:?}");
+    let st = cloud.stats();
+    assert_eq!((st.calls, st.injected.throttles), (3, 3), "three attempts");
+    // A refusal the next attempt gets past is invisible to the caller.
+    cloud.set_faults(Faults {
+        error_rate: 0.3,
+        ..Faults::default()
+    });
+    let mut ok = 0;
+    for _ in 0..40 {
+        ok += usize::from(cloud.observe(std::slice::from_ref(&k)).await.is_ok());
+    }
+    // An observation is 5 describe calls: 0.7^5 = 17 % get through without retries,
+    // (1 - 0.3^3)^5 = 87 % with them.
+    assert!(ok >= 25, "{ok} of 40 observations got through with retries");
 }
