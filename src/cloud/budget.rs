@@ -127,21 +127,15 @@ impl Budget {
     /// Waits until the calls of `cost` may be made: in the user lane by reservation, in
     /// the background lane by waiting for room above the user reserve.
     pub async fn take(&self, cost: &[(&'static str, u32)]) {
-        let urgent = urgent();
-        // A call on one service reserves its turn. A call on several (an observation) is
-        // made when the slowest allows, so reserving on the others ahead of time would let
-        // their calls arrive in bunches later (measured: ECS throttled them); it takes its
-        // tokens only when every service has them.
-        if urgent && self.paced_services(cost) <= 1 {
+        if urgent() {
             let wait = self.reserve(cost);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
             return;
         }
-        let reserve = if urgent { 0.0 } else { USER_RESERVE };
         loop {
-            let wait = self.try_take(cost, reserve);
+            let wait = self.try_background(cost);
             if wait.is_zero() {
                 return;
             }
@@ -149,20 +143,9 @@ impl Budget {
         }
     }
 
-    fn paced_services(&self, cost: &[(&'static str, u32)]) -> usize {
-        let buckets = self.lock();
-        cost.iter().filter(|(s, _)| buckets.contains_key(s)).count()
-    }
-
-    /// Background calls: [`Budget::try_take`] keeping the urgent reserve.
+    /// Takes the calls of `cost` if every service keeps its user reserve after them
+    /// (`Duration::ZERO`); otherwise takes nothing and says how long until it might.
     pub fn try_background(&self, cost: &[(&'static str, u32)]) -> Duration {
-        self.try_take(cost, USER_RESERVE)
-    }
-
-    /// Takes the calls of `cost` if every service keeps `reserve` (a share of its burst)
-    /// after them (`Duration::ZERO`); otherwise takes nothing and says how long until it
-    /// might.
-    pub fn try_take(&self, cost: &[(&'static str, u32)], reserve: f64) -> Duration {
         let mut buckets = self.lock();
         let now = Instant::now();
         let mut wait = Duration::ZERO;
@@ -171,8 +154,8 @@ impl Budget {
                 continue;
             };
             b.refill(now);
-            let keep = b.configured.burst * reserve;
-            let needed = (f64::from(*calls) + keep).min(b.configured.burst);
+            let reserve = b.configured.burst * USER_RESERVE;
+            let needed = (f64::from(*calls) + reserve).min(b.configured.burst);
             if b.tokens < needed {
                 wait = wait.max(Duration::from_secs_f64((needed - b.tokens) / b.rate));
             }
@@ -370,47 +353,6 @@ mod tests {
         // Outside any pass (API reads) calls are urgent; a resync pass's are not.
         assert!(urgent());
         assert!(!CALL_CONTEXT.sync_scope(CallContext::default(), urgent));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_urgent_call_over_several_services_spends_nothing_before_it_is_made() {
-        let b = Budget::new([
-            (
-                "ecs",
-                Rate {
-                    per_second: 10.0,
-                    burst: 1.0,
-                },
-            ),
-            (
-                "rds",
-                Rate {
-                    per_second: 1.0,
-                    burst: 1.0,
-                },
-            ),
-        ]);
-        let urgent = CallContext {
-            urgent: true,
-            ..CallContext::default()
-        };
-        CALL_CONTEXT
-            .scope(urgent.clone(), b.take(&[("ecs", 1), ("rds", 1)]))
-            .await;
-        let waiting = tokio::spawn(async move {
-            CALL_CONTEXT
-                .scope(urgent, async {
-                    b.take(&[("ecs", 1), ("rds", 1)]).await;
-                    b
-                })
-                .await
-        });
-        tokio::time::advance(Duration::from_millis(500)).await;
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "RDS holds it back");
-        let b = waiting.await.unwrap();
-        // Its ECS token was taken when it went, so ECS is spent now, not half a second ago.
-        assert_eq!(ms(b.reserve(&[("ecs", 1)])), 100);
     }
 
     #[tokio::test(start_paused = true)]
