@@ -13,6 +13,21 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "Prometheus alert rules (promtool)"
+mkdir -p target
+# promtool comes with Debian's `prometheus` package; install it where we may (CI runs as
+# root). Elsewhere tests/deploy.rs still parses the rules and checks their metric names.
+if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >target/apt-prometheus.log 2>&1 \
+        || echo "could not install promtool (see target/apt-prometheus.log)"
+fi
+if command -v promtool >/dev/null 2>&1; then
+    promtool check rules deploy/prometheus/alerts.yml
+    promtool test rules deploy/prometheus/alerts_test.yml
+else
+    echo "promtool not available: skipping (tests/deploy.rs still checks the rules)"
+fi
+
 step "local AWS: moto[server] in ./.venv"
 MOTO_SPEC='moto[server]>=5.2,<5.3'
 if [ ! -x .venv/bin/moto_server ]; then

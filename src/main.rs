@@ -99,6 +99,52 @@ enum BenchCommand {
     Converge(BenchArgs),
     /// One full resync of N converged instances: cloud calls per instance.
     Resync(BenchArgs),
+    /// PUTs spread over time: p50/p99 from PUT reply to the first mutating cloud call.
+    Latency(LatencyBenchArgs),
+    /// PUT throughput through HTTP versus raw Store writes.
+    Api(ApiBenchArgs),
+    /// RSS with N converged instances tracked and resyncing.
+    Memory(MemoryBenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LatencyBenchArgs {
+    /// How many PUTs.
+    #[arg(long, default_value_t = 1000)]
+    puts: usize,
+    /// Mean PUTs per second (Poisson arrivals). Each PUT's pass describes RDS twice and
+    /// RDS admits 10 calls/s, so above ~4/s the PUTs alone exhaust the RDS budget.
+    #[arg(long, default_value_t = 2.0)]
+    rate: f64,
+    /// Converged instances the PUTs go to, round robin.
+    #[arg(long, default_value_t = 200)]
+    fleet: usize,
+    /// Divides simulated durations (rate limits stay as they are).
+    #[arg(long, default_value_t = 100.0)]
+    sim_speed: f64,
+}
+
+#[derive(Debug, clap::Args)]
+struct ApiBenchArgs {
+    /// Creates each way.
+    #[arg(long, short = 'n', default_value_t = 2000)]
+    instances: usize,
+    /// Requests (and store writes) in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct MemoryBenchArgs {
+    /// How many instances.
+    #[arg(long, short = 'n', default_value_t = 100_000)]
+    instances: usize,
+    /// How long to watch the resync after every instance is tracked.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    watch: Duration,
+    /// Divides simulated durations (rate limits stay as they are).
+    #[arg(long, default_value_t = 100.0)]
+    sim_speed: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +155,9 @@ struct BenchArgs {
     /// Divides simulated durations (rate limits stay as they are).
     #[arg(long, default_value_t = 100.0)]
     sim_speed: f64,
+    /// Most reconcile passes in flight (as `serve --workers`).
+    #[arg(long, default_value_t = 16)]
+    workers: usize,
 }
 
 /// `--cloud`
@@ -407,8 +456,23 @@ async fn store_init(args: StoreInitArgs) -> anyhow::Result<()> {
 
 async fn bench(which: BenchCommand) -> anyhow::Result<()> {
     match which {
-        BenchCommand::Converge(a) => wpfleet::bench::converge(a.instances, a.sim_speed).await?,
+        BenchCommand::Converge(a) => {
+            wpfleet::bench::converge(a.instances, a.sim_speed, a.workers).await?
+        }
         BenchCommand::Resync(a) => wpfleet::bench::resync(a.instances, a.sim_speed).await?,
+        BenchCommand::Latency(a) => {
+            let args = wpfleet::bench::LatencyArgs {
+                puts: a.puts,
+                rate: a.rate,
+                fleet: a.fleet,
+                speed: a.sim_speed,
+            };
+            wpfleet::bench::latency(args).await?
+        }
+        BenchCommand::Api(a) => wpfleet::bench::api(a.instances, a.concurrency).await?,
+        BenchCommand::Memory(a) => {
+            wpfleet::bench::memory(a.instances, a.watch, a.sim_speed).await?
+        }
     };
     Ok(())
 }

@@ -17,8 +17,9 @@ use crate::api::auth::{Auth, Verifier, dev_claims, load_jwks};
 use crate::api::{self, AppState};
 use crate::cloud::Cloud;
 use crate::cloud::aws::{AwsCloud, AwsSettings};
+use crate::cloud::budget::{Budget, Paced};
 use crate::cloud::remote::RemoteCloud;
-use crate::cloud::sim::{SimCloud, SimConfig};
+use crate::cloud::sim::{SimCloud, SimConfig, SimLimits};
 use crate::metrics::Metrics;
 use crate::reconcile::{Backoff, Reconciler, RunConfig, ShardSettings, Shards};
 use crate::store::{DynamoStore, EmbeddedStore, Store};
@@ -154,6 +155,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let store = open_store(&config).await?;
     let metrics = Arc::new(Metrics::new());
     let (cloud, sim) = open_cloud(&config, &metrics).await?;
+    // On the simulated cloud the controller paces its calls to the simulated limits (see
+    // `cloud::budget`); the AWS driver has its own budget (`cloud::aws::budget`).
+    let cloud: Arc<dyn Cloud> = if sim.is_some() {
+        Arc::new(Paced::new(cloud, Budget::new(SimLimits::default().rates())))
+    } else {
+        cloud
+    };
     let shards = match &config.shards {
         Some(settings) => Shards::leased(store.clone(), settings.clone()),
         None => Shards::all(store.clone()),

@@ -207,7 +207,7 @@ async fn delete_tears_down_in_order_and_keeps_a_deprovisioned_record() {
     let links: Vec<&String> = done["_links"].as_object().unwrap().keys().collect();
     assert_eq!(
         links,
-        ["backups", "collection", "logs", "self", "status"],
+        ["backups", "collection", "events", "logs", "self", "status"],
         "only read links remain"
     );
     let inv = srv.running().sim().inventory();

@@ -364,10 +364,33 @@ async fn describe_shows_spec_status_conditions_tasks_and_links() {
         .count();
     assert_eq!(task_rows, 3, "{out}");
     assert!(section("Resources").contains("database:"), "{out}");
+    let events = section("Events");
+    assert!(events.starts_with("  TYPE     REASON"), "{out}");
+    assert!(events.contains("StepApplied   "), "{out}");
+    assert!(events.contains("CreateDatabase"), "{out}");
+    assert!(events.contains("Converged"), "{out}");
     assert!(
         section("Links").contains("self         GET      /v1.0/tenants/globex/instances/shop"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_print_a_table_or_json() {
+    let srv = TestServer::start().await;
+    apply_examples(&srv).await;
+    let run = wpfleet(&srv, &["events", "globex", "shop"]).await;
+    let out = &run.ok().stdout;
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["TYPE", "REASON", "AGE", "MESSAGE"], "{out}");
+    assert!(lines.any(|l| l.starts_with("Normal ")), "{out}");
+    assert!(out.contains("Converged"), "{out}");
+    let run = wpfleet(&srv, &["events", "globex", "shop", "-o", "json"]).await;
+    let v: Value = serde_json::from_str(&run.ok().stdout).unwrap();
+    let list = v["events"].as_array().unwrap();
+    assert!(!list.is_empty() && list.len() <= 20);
+    assert_eq!(list.last().unwrap()["reason"], "Converged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,6 +399,7 @@ async fn a_missing_instance_is_one_error_line_and_exit_1() {
     for args in [
         &["get", "acme", "nope"][..],
         &["describe", "acme", "nope"][..],
+        &["events", "acme", "nope"][..],
         &["delete", "acme", "nope"][..],
     ] {
         let run = wpfleet(&srv, args).await;

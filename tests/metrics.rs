@@ -114,6 +114,10 @@ async fn metrics_exist_and_move_after_a_walk_through() {
     assert!(v(r#"workqueue_work_duration_seconds_count{name="instance"}"#) >= 2.0);
     assert!(sum(&s, "aws_api_requests_total{") > 10.0);
     assert!(sum(&s, "aws_api_throttled_total{") >= 1.0);
+    assert!(sum(&s, "aws_api_request_errors_total{") >= 1.0);
+    assert!(sum(&s, "aws_api_request_duration_seconds_count{") > 10.0);
+    assert!(v(r#"workqueue_queue_duration_seconds_count{name="instance"}"#) >= 2.0);
+    assert!(sum(&s, "http_request_duration_seconds_count{") >= 3.0);
     assert!(v(r#"aws_api_requests_total{operation="CreateDBInstance",service="rds"}"#) == 1.0);
     assert_eq!(v(r#"wpfleet_instances{phase="ACTIVE"}"#), 1.0);
     assert_eq!(v("wpfleet_instances_not_converged"), 0.0);

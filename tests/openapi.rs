@@ -85,6 +85,10 @@ const ROUTES: &[(&str, &[&str])] = &[
         "/v1.0/tenants/{tenantId}/instances/{instanceId}/logs",
         &["GET"],
     ),
+    (
+        "/v1.0/tenants/{tenantId}/instances/{instanceId}/events",
+        &["GET"],
+    ),
 ];
 
 /// The platform's error codes and their statuses: the contract `ErrorCode` must keep.
@@ -475,6 +479,9 @@ async fn real_responses_match_their_documented_schemas() {
         "GET",
         &c.get(&format!("{path}/logs")).await,
     );
+    let events = c.get(&format!("{path}/events")).await;
+    assert!(!events.body["events"].as_array().unwrap().is_empty());
+    check(&doc, &at("events"), "GET", &events);
 
     // Errors, each against its operation's documented response for that status.
     let missing = c.get(&instance_path("t1", "nope")).await;

@@ -110,6 +110,8 @@ macro_rules! store_contract {
                 events_of_a_missing_instance_are_not_found,
                 events_change_no_record_field,
                 deleting_an_instance_drops_its_events,
+                a_status_write_with_events_writes_both,
+                a_refused_status_write_appends_no_event,
             );
             store_contract!(@cases $fixture, "multi_thread";
                 concurrent_updates_lose_nothing,
@@ -1237,6 +1239,62 @@ mod contract {
             vec![],
             "a re-created instance starts with no history"
         );
+    }
+
+    pub async fn a_status_write_with_events_writes_both(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        let before = create(&store, &k).await;
+        let first = event(EventReason::StepApplied, "CreateLogGroup a", 0);
+        store
+            .append_events(&k, std::slice::from_ref(&first))
+            .await
+            .unwrap();
+        let new_status = status(Phase::Provisioning, 0);
+        let e = event(EventReason::PhaseChanged, "→ PROVISIONING", 1);
+        store
+            .write_status_and_events(&k, 1, new_status.clone(), None, std::slice::from_ref(&e))
+            .await
+            .unwrap();
+        let expected = Instance {
+            status: new_status.clone(),
+            ..before
+        };
+        assert_eq!(stored(&store, &k).await, expected);
+        assert_eq!(store.list_events(&k).await.unwrap(), vec![first, e.clone()]);
+        // No events: only the status is written.
+        let later = status(Phase::Active, 1);
+        store
+            .write_status_and_events(&k, 1, later.clone(), None, &[])
+            .await
+            .unwrap();
+        assert_eq!(stored(&store, &k).await.status, later);
+        assert_eq!(store.list_events(&k).await.unwrap().len(), 2);
+    }
+
+    pub async fn a_refused_status_write_appends_no_event(store: Arc<dyn Store>) {
+        let k = key("t1", "blog");
+        create(&store, &k).await;
+        let e = event(EventReason::Converged, "x", 0);
+        let stale = store
+            .write_status_and_events(
+                &k,
+                2,
+                status(Phase::Active, 2),
+                None,
+                std::slice::from_ref(&e),
+            )
+            .await;
+        assert!(
+            matches!(stale, Err(StoreError::StaleStatus { .. })),
+            "{stale:?}"
+        );
+        assert_eq!(store.list_events(&k).await.unwrap(), vec![]);
+        let missing = key("t1", "nope");
+        let gone = store
+            .write_status_and_events(&missing, 1, Status::default(), None, &[e])
+            .await;
+        assert!(matches!(gone, Err(StoreError::NotFound(_))), "{gone:?}");
+        assert_eq!(store.list_events(&missing).await.unwrap(), vec![]);
     }
 
     pub async fn concurrent_event_appends_lose_nothing(store: Arc<dyn Store>) {

@@ -10,6 +10,7 @@
 pub mod auth;
 mod backups;
 pub mod error;
+mod events;
 pub mod extract;
 mod health;
 mod instances;
@@ -114,6 +115,7 @@ fn tenant_routes() -> Router<AppState> {
         .route(&at("backups/{backupId}"), get(backups::get_one))
         .route(&at("restore"), post(verbs::restore))
         .route(&at("logs"), get(logs::logs))
+        .route(&at("events"), get(events::list))
 }
 
 /// How much of an oversized body is read (and thrown away) before the 413 goes out.

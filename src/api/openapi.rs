@@ -95,6 +95,7 @@ and use the operator routes). Every error is `{\"error\":{\"code\",\"message\",\
         super::backups::list,
         super::backups::get_one,
         super::logs::logs,
+        super::events::list,
         super::instances::reconcile_all,
         super::instances::list_all,
         super::sim::inventory,
@@ -114,6 +115,7 @@ and use the operator routes). Every error is `{\"error\":{\"code\",\"message\",\
         (name = "lifecycle", description = "Imperative verbs, each recorded as a desired-state change."),
         (name = "backups", description = "Backups and restore."),
         (name = "logs", description = "The instance's CloudWatch logs."),
+        (name = "events", description = "What the reconciler decided and did to an instance."),
         (name = "operator", description = "Operator-only routes (`platform-operators`)."),
         (name = "simulated cloud", description = "Only when running on the simulated cloud \
 (operators): look at it, change it behind the controller's back, inject faults."),

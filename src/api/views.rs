@@ -75,6 +75,7 @@ pub fn instance_links(inst: &Instance) -> Links {
     links.insert("collection", get(collection_href(&key.tenant_id)));
     links.insert("backups", get(format!("{base}/backups")));
     links.insert("logs", get(format!("{base}/logs")));
+    links.insert("events", get(format!("{base}/events")));
     if inst.is_deleted() {
         return links;
     }
@@ -471,7 +472,7 @@ mod tests {
         let links = instance_links(&i);
         assert_eq!(
             links.keys().copied().collect::<Vec<_>>(),
-            ["backups", "collection", "logs", "self", "status"]
+            ["backups", "collection", "events", "logs", "self", "status"]
         );
     }
 

@@ -307,6 +307,11 @@ impl Client {
         self.get(&sub(key, &["logs"]), &log_query(q)).await
     }
 
+    /// `GET /healthz` or `/readyz` (open routes): `Ok` on a 2xx.
+    pub async fn probe(&self, path: &str) -> Result<Value, ClientError> {
+        self.get(&[path], &[]).await
+    }
+
     /// `GET …/events`; `None` when this server has no events endpoint.
     pub async fn events(&self, key: &InstanceKey) -> Result<Option<Value>, ClientError> {
         match self.get(&sub(key, &["events"]), &[]).await {

@@ -13,8 +13,9 @@ use super::output::{self, Table, age, age_or_dash, clean, rfc3339};
 use super::resource::{Res, parse_time, str_at};
 use super::wait::{self, Target};
 use super::{
-    ApplyArgs, BackupArgs, ChangeArgs, CliCommand, Connection, GetArgs, InstanceArgs, LogsArgs,
-    OutputFormat, ReconcileArgs, RestoreArgs, ScaleArgs, WaitArgs,
+    ApplyArgs, BackupArgs, ChangeArgs, CliCommand, Connection, EventsArgs, GetArgs,
+    HealthcheckArgs, InstanceArgs, LogsArgs, OutputFormat, ReconcileArgs, RestoreArgs, ScaleArgs,
+    WaitArgs,
 };
 use crate::model::InstanceKey;
 
@@ -37,6 +38,8 @@ pub async fn dispatch(cmd: CliCommand) -> anyhow::Result<()> {
         CliCommand::Backups(a) => backups(a).await,
         CliCommand::Restore(a) => restore(a).await,
         CliCommand::Logs(a) => logs(a).await,
+        CliCommand::Events(a) => events(a).await,
+        CliCommand::Healthcheck(a) => healthcheck(a).await,
         CliCommand::Delete(a) => delete(a).await,
         CliCommand::ReconcileNow(a) => reconcile_now(a).await,
     }
@@ -214,6 +217,35 @@ async fn describe(args: InstanceArgs) -> anyhow::Result<()> {
         events.as_ref(),
         Utc::now(),
     ));
+    Ok(())
+}
+
+async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    let client = connect(&args.conn)?;
+    let path = if args.ready { "readyz" } else { "healthz" };
+    client.probe(path).await?;
+    output::print(&format!("{} {path}: ok", client.server()));
+    Ok(())
+}
+
+async fn events(args: EventsArgs) -> anyhow::Result<()> {
+    let client = connect(&args.conn)?;
+    let key = args.target.key();
+    let Some(reply) = client.events(&key).await? else {
+        // 404: no such instance, or a server without events; say which.
+        client.get_instance(&key).await?;
+        anyhow::bail!("this server does not keep instance events");
+    };
+    let list = reply.get("events").and_then(Value::as_array);
+    let list = list.map(Vec::as_slice).unwrap_or_default();
+    match args.output {
+        OutputFormat::Table if list.is_empty() => output::eprint("no events"),
+        OutputFormat::Table => {
+            output::print(&super::describe::events_table(list, Utc::now()).render())
+        }
+        OutputFormat::Json => output::print(&output::to_json(&json!({ "events": list }))),
+        OutputFormat::Yaml => output::print(&output::to_yaml(&json!({ "events": list }))?),
+    }
     Ok(())
 }
 

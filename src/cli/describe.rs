@@ -240,32 +240,41 @@ fn tasks(page: &mut Page, status: Option<&Value>, now: DateTime<Utc>) {
     page.block(&t.render());
 }
 
-/// Events have no settled shape yet: a list under `events` (or the body itself), each with
-/// a time (`timestamp`/`time`/`at`), `type`, `reason` and `message` if present.
+/// `GET …/events` as kubectl shows events: oldest first, a repeated one as
+/// `5m (x3 over 10m)`.
 fn events_section(page: &mut Page, events: &Value, now: DateTime<Utc>) {
-    let list = events
-        .get("events")
-        .and_then(Value::as_array)
-        .or_else(|| events.as_array());
-    let Some(list) = list else { return };
+    let Some(list) = events.get("events").and_then(Value::as_array) else {
+        return;
+    };
     page.title("Events");
     if list.is_empty() {
         page.block("<none>");
         return;
     }
-    let mut t = Table::new(&["AGE", "TYPE", "REASON", "MESSAGE"]);
+    page.block(&events_table(list, now).render());
+}
+
+/// TYPE, REASON, AGE (of the last time; `(xN over AGE)` for a repeat), MESSAGE.
+pub fn events_table(list: &[Value], now: DateTime<Utc>) -> Table {
+    let mut t = Table::new(&["TYPE", "REASON", "AGE", "MESSAGE"]);
     for e in list {
-        let time = ["timestamp", "time", "at"]
-            .iter()
-            .find_map(|k| e.get(*k).and_then(parse_time));
+        let time = |field: &str| e.get(field).and_then(parse_time);
+        let last = age_or_dash(time("lastTimestamp"), now);
+        let age = match e.get("count").and_then(Value::as_u64) {
+            Some(n) if n > 1 => format!(
+                "{last} (x{n} over {})",
+                age_or_dash(time("firstTimestamp"), now)
+            ),
+            _ => last,
+        };
         t.row(vec![
-            age_or_dash(time, now),
             dash(str_at(e, "/type")),
             dash(str_at(e, "/reason")),
+            age,
             str_at(e, "/message").to_owned(),
         ]);
     }
-    page.block(&t.render());
+    t
 }
 
 fn links(page: &mut Page, res: &Value) {
@@ -338,8 +347,13 @@ mod tests {
     fn a_full_page() {
         let status = json!({"deploymentStatus": "IN_PROGRESS", "healthStatus": "DEGRADED",
             "tasks": [{"id": "t-1", "status": "RUNNING", "health": "HEALTHY", "startedAt": "2026-11-25T11:50:00Z"}]});
-        let events = json!({"events": [{"timestamp": "2026-11-25T11:55:00Z", "type": "Normal",
-            "reason": "ScalingUp", "message": "desired 2 -> 4"}]});
+        let events = json!({"events": [
+            {"type": "Normal", "reason": "StepApplied", "message": "UpdateService wpf-acme-blog",
+             "generation": 2, "count": 1,
+             "firstTimestamp": "2026-11-25T11:55:00Z", "lastTimestamp": "2026-11-25T11:55:00Z"},
+            {"type": "Warning", "reason": "StepFailed", "message": "ecs UpdateService: rate exceeded",
+             "generation": 2, "count": 3,
+             "firstTimestamp": "2026-11-25T11:50:00Z", "lastTimestamp": "2026-11-25T11:59:00Z"}]});
         let page = render(&resource(), Some(&status), Some(&events), now());
         let expected = "\
 Name:                acme/blog
@@ -383,8 +397,9 @@ Tasks:
   ID    STATUS    HEALTH    STARTED
   t-1   RUNNING   HEALTHY   10m
 Events:
-  AGE   TYPE     REASON      MESSAGE
-  5m    Normal   ScalingUp   desired 2 -> 4
+  TYPE      REASON        AGE                MESSAGE
+  Normal    StepApplied   5m                 UpdateService wpf-acme-blog
+  Warning   StepFailed    1m (x3 over 10m)   ecs UpdateService: rate exceeded
 Links:
   REL     METHOD   HREF
   scale   POST     /v1.0/tenants/acme/instances/blog/scale

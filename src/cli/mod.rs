@@ -82,6 +82,11 @@ pub enum CliCommand {
     Restore(RestoreArgs),
     /// Print an instance's logs: `timestamp logStream message`.
     Logs(LogsArgs),
+    /// Show the last events of an instance: what the reconciler decided and did.
+    Events(EventsArgs),
+    /// Exit 0 if the server is alive (`/healthz`; with `--ready`, `/readyz`), else 1: the
+    /// container health check (the runtime image has no shell or curl).
+    Healthcheck(HealthcheckArgs),
     /// Delete an instance (ordered teardown; the final snapshot is kept).
     Delete(InstanceArgs),
     /// Ask the controller to reconcile now instead of at the next resync.
@@ -222,6 +227,29 @@ pub struct GetArgs {
     /// Only this instance (needs TENANT).
     #[arg(value_name = "ID", value_parser = parse_instance)]
     pub id: Option<InstanceId>,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// Check readiness (`/readyz`: the store answers, shards are held) instead of liveness.
+    #[arg(long)]
+    pub ready: bool,
+
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub target: Target,
 
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]

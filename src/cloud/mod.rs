@@ -11,6 +11,7 @@
 //! Invariant: only `cloud/` knows how a cloud is called; the reconciler sees these types.
 
 pub mod aws;
+pub mod budget;
 pub mod names;
 pub mod remote;
 pub mod sim;
@@ -51,6 +52,24 @@ pub trait Cloud: Send + Sync + 'static {
 
     /// How long to wait before looking again at something that is in progress.
     fn poll_interval(&self, waiting_on: WaitingOn) -> Duration;
+
+    /// The API calls `call` will make, per service (`ecs`, `rds`, …), so a client-side
+    /// budget can pace them (`budget::Paced`). Default: unknown, and then unpaced.
+    fn cost(&self, call: &Call<'_>) -> Vec<(&'static str, u32)> {
+        let _ = call;
+        Vec::new()
+    }
+}
+
+/// A call of the [`Cloud`] trait, as [`Cloud::cost`] prices it.
+#[derive(Debug, Clone, Copy)]
+pub enum Call<'a> {
+    /// `observe` of this many keys.
+    Observe(usize),
+    DescribeTasks,
+    DescribeJobs(&'a [JobRef]),
+    Apply(&'a Step),
+    Logs,
 }
 
 pub type CloudResult<T> = Result<T, CloudError>;

@@ -109,13 +109,16 @@ pub struct Event {
     /// `BackupFailed`, `RestoreStage`, `RestoreCompleted`, `RestoreFailed`.
     #[schema(example = "StepApplied")]
     pub reason: String,
+    /// What happened, for a person: the step and its target, the error, the phase change.
     #[schema(example = "CreateDatabase wpf-t1-blog")]
     pub message: String,
     /// The instance's generation when it (last) happened.
     pub generation: u64,
     /// How many times in a row it happened (see `firstTimestamp` / `lastTimestamp`).
     pub count: u32,
+    /// When it first happened (of `count` times in a row).
     pub first_timestamp: DateTime<Utc>,
+    /// When it last happened.
     pub last_timestamp: DateTime<Utc>,
 }
 

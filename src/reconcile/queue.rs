@@ -6,8 +6,10 @@
 //! * at most one pass per key at a time: a trigger that arrives while the key is running is
 //!   remembered and the key runs again after the pass, never concurrently;
 //! * per-key exponential backoff with jitter after a failed pass, reset by a successful one;
-//! * among keys that are due, user writes and reconcile-now run before requeues, and
-//!   requeues before the periodic resync.
+//! * among keys that are due, user writes and reconcile-now take turns with requeues (work
+//!   in progress looking again), and both go before the periodic resync. Taking turns
+//!   keeps a burst of new work (5,000 creates) from starving the instances already
+//!   converging, whose next steps often use other services' budgets.
 //!
 //! Work items carry only the key: each pass re-reads desired and observed state.
 
@@ -215,11 +217,20 @@ impl WorkQueue {
         }
     }
 
-    /// Whether every due key right now is resync work (used to decide on batching longer).
-    pub fn only_resync_due(&self) -> bool {
-        let st = self.lock();
-        st.ready[Priority::Requeue as usize].is_empty()
-            && st.ready[Priority::User as usize].is_empty()
+    /// Whether no user work (a write, reconcile-now) is due right now: then a batch may
+    /// wait a little to fill up, so describes are shared.
+    pub fn no_user_work_due(&self) -> bool {
+        self.lock().ready[Priority::User as usize].is_empty()
+    }
+
+    /// When the earliest delayed key (a requeue, a backoff) becomes due, if any.
+    pub fn next_delayed(&self) -> Option<Instant> {
+        self.lock().next_due()
+    }
+
+    /// Resolves when a key is added (or soon after one was: a wake-up may be stored).
+    pub async fn added(&self) {
+        self.wake.notified().await;
     }
 
     /// Ends the pass of `key`. A trigger that arrived meanwhile wins if it is earlier.
@@ -367,26 +378,55 @@ impl State {
         self.promote_due();
         let now = Instant::now();
         let mut out = Vec::new();
-        for p in (0..PRIORITIES).rev() {
-            while out.len() < max {
-                let Some((seq, key)) = self.ready[p].pop_front() else {
-                    break;
-                };
-                if let Some(Entry::Queued { run_at, .. }) = self.entries.get(&key)
-                    && self.is_current(&key, seq)
-                {
-                    waited.push(now.saturating_duration_since(*run_at));
-                    let running = Entry::Running {
-                        again: None,
-                        started: now,
-                        priority: priority_at(p),
-                    };
-                    self.entries.insert(key.clone(), running);
+        // User and Requeue take turns; Resync only fills what is left.
+        let turns = [Priority::User as usize, Priority::Requeue as usize];
+        let mut turn = 0;
+        while out.len() < max {
+            let mut took = false;
+            for _ in 0..turns.len() {
+                let p = turns[turn % turns.len()];
+                turn += 1;
+                if let Some(key) = self.pop_current(p, now, waited) {
                     out.push(key);
+                    took = true;
+                    break;
                 }
+            }
+            if !took {
+                break;
+            }
+        }
+        while out.len() < max {
+            match self.pop_current(Priority::Resync as usize, now, waited) {
+                Some(key) => out.push(key),
+                None => break,
             }
         }
         out
+    }
+
+    /// The next current key of priority `p`, marked running; stale items are skipped.
+    fn pop_current(
+        &mut self,
+        p: usize,
+        now: Instant,
+        waited: &mut Vec<Duration>,
+    ) -> Option<InstanceKey> {
+        while let Some((seq, key)) = self.ready[p].pop_front() {
+            if let Some(Entry::Queued { run_at, .. }) = self.entries.get(&key)
+                && self.is_current(&key, seq)
+            {
+                waited.push(now.saturating_duration_since(*run_at));
+                let running = Entry::Running {
+                    again: None,
+                    started: now,
+                    priority: priority_at(p),
+                };
+                self.entries.insert(key.clone(), running);
+                return Some(key);
+            }
+        }
+        None
     }
 
     fn next_due(&mut self) -> Option<Instant> {
@@ -475,6 +515,19 @@ mod tests {
         q.add(k("q"), Priority::Requeue, Duration::ZERO);
         assert_eq!(q.next_batch(2).await, vec![k("u"), k("q")]);
         assert_eq!(q.next_batch(5).await, vec![k("r1"), k("r2")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn user_work_and_requeues_take_turns() {
+        let q = q();
+        for i in 0..3 {
+            q.add(k(&format!("u{i}")), Priority::User, Duration::ZERO);
+            q.add(k(&format!("q{i}")), Priority::Requeue, Duration::ZERO);
+        }
+        q.add(k("r"), Priority::Resync, Duration::ZERO);
+        let want: Vec<InstanceKey> = ["u0", "q0", "u1", "q1", "u2"].map(k).into();
+        assert_eq!(q.next_batch(5).await, want);
+        assert_eq!(q.next_batch(5).await, vec![k("q2"), k("r")]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -21,11 +21,12 @@ use crate::cloud::{
     StepOutcome,
 };
 use crate::model::{
-    Backup, BackupStatus, ConditionType, ConditionUpdate, Instance, InstanceKey, Phase, Status,
-    now, set_condition,
+    Backup, BackupStatus, ConditionType, ConditionUpdate, Event, Instance, InstanceKey, Phase,
+    Status, now, set_condition,
 };
 use crate::store::{BackupPageRequest, Fence, PageRequest, Store, StoreError};
 
+use super::events::{AppliedStep, PassRecord, observe_failed, pass_events};
 use super::plan::{Plan, PlanInput, data_generation, plan};
 use super::queue::{Backoff, Outcome, Priority, WorkQueue};
 use super::shards::{Claim, NotNow, Shards};
@@ -60,7 +61,9 @@ impl Default for RunConfig {
             resync_interval: Duration::from_secs(300),
             backoff: Backoff::default(),
             batch_max: 100,
-            batches: 4,
+            // Batches mostly wait (for the cloud, for the budget): enough of them that
+            // user work finds a free one while polls wait for budget.
+            batches: 8,
             batch_window: Duration::from_millis(200),
             problem_retry: Duration::from_secs(60),
             retention: Duration::from_secs(30 * 24 * 3600),
@@ -143,7 +146,10 @@ mod tests;
 struct ResyncWave {
     calls_at_start: u64,
     size: usize,
-    left: HashSet<InstanceKey>,
+    /// Hashes of the keys not processed yet: 8 bytes each instead of a key copy (a
+    /// 100,000-instance resync held 100,000 more key copies; `bench memory`). A collision
+    /// only ends the wave's accounting one key early.
+    left: HashSet<u64>,
     /// Every key of the wave is queued; the wave ends when `left` empties after this.
     listed: bool,
 }
@@ -304,12 +310,50 @@ impl Reconciler {
             k = self.queue.next_batch(max) => k,
             _ = shutdown.cancelled() => return None,
         };
-        // Resync work is not urgent: let a batch fill up so describes are shared.
-        if keys.len() < max && self.queue.only_resync_due() && !self.config.batch_window.is_zero() {
-            tokio::time::sleep(self.config.batch_window).await;
-            keys.extend(self.queue.try_batch(max - keys.len()));
-        }
+        self.fill_batch(&mut keys, max).await;
         Some((keys, slot))
+    }
+
+    /// Polls and resyncs are not urgent: a partial batch of them waits for keys that
+    /// become due within `batch_window` (never longer), so their describe calls are shared.
+    /// A lone key with nothing due soon does not wait, and a batch with user work in it (a
+    /// write, reconcile-now, arriving meanwhile too) goes at once. (Each batch costs five
+    /// describe calls whatever its size, so tiny batches of polls burned the RDS budget;
+    /// see docs/PERFORMANCE.md.)
+    async fn fill_batch(&self, keys: &mut Vec<InstanceKey>, max: usize) {
+        let deadline = tokio::time::Instant::now() + self.config.batch_window;
+        loop {
+            let user_work = keys
+                .iter()
+                .any(|k| self.queue.running_priority(k) == Some(Priority::User));
+            if keys.len() >= max || user_work {
+                return;
+            }
+            let due = self.queue.try_batch(max - keys.len());
+            if !due.is_empty() {
+                keys.extend(due);
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let until = match self.queue.next_delayed() {
+                Some(at) if at <= deadline => at,
+                // A resync is still listing: more keys are on their way.
+                _ if self.listing_in_progress() => deadline.min(now + Duration::from_millis(5)),
+                _ => return,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = self.queue.added() => {}
+            }
+        }
+    }
+
+    /// A full resync is still queueing keys.
+    fn listing_in_progress(&self) -> bool {
+        lock(&self.wave).as_ref().is_some_and(|w| !w.listed)
     }
 
     async fn run_batch(self: Arc<Self>, batch: Vec<InstanceKey>, workers: Arc<Semaphore>) {
@@ -445,7 +489,7 @@ impl Reconciler {
     fn wave_done(&self, key: &InstanceKey) {
         let mut wave = lock(&self.wave);
         let Some(w) = wave.as_mut() else { return };
-        w.left.remove(key);
+        w.left.remove(&key_hash(key));
         if w.listed && w.left.is_empty() {
             let calls = self
                 .metrics
@@ -528,9 +572,16 @@ impl Reconciler {
                 requeue_after: Some(self.shards.recheck_after()),
             };
         }
+        let mut applied = vec![];
         if outcome.error.is_none() {
             outcome.error = self
-                .execute(&inst, &plan, &mut backups, &mut outcome.started_restore_job)
+                .execute(
+                    &inst,
+                    &plan,
+                    &mut backups,
+                    &mut outcome.started_restore_job,
+                    &mut applied,
+                )
                 .await;
         }
         let outcome_error = outcome.error.as_ref().map(|e| e.error.clone());
@@ -544,7 +595,18 @@ impl Reconciler {
                 .with_label_values(&[CONTROLLER])
                 .inc();
         }
-        let status = next_status(&inst, &obs, &plan, outcome, now());
+        let error = outcome.error.clone();
+        let at = now();
+        let status = next_status(&inst, &obs, &plan, outcome, at);
+        let record = PassRecord {
+            inst: &inst,
+            backups: &context.backups,
+            plan: &plan,
+            applied: &applied,
+            error: error.as_ref(),
+            status: &status,
+        };
+        let events = pass_events(&record, at);
         self.record_convergence(&inst, &status);
         if status.phase != inst.status.phase {
             info!(
@@ -554,7 +616,7 @@ impl Reconciler {
             );
         }
         if let Some(early) = self
-            .write_status(&key, inst.metadata.generation, status, fence)
+            .write_status(&key, inst.metadata.generation, status, fence, &events)
             .await
         {
             return early;
@@ -645,17 +707,19 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Writes status; `Some(outcome)` when the pass should end here.
+    /// Writes status and the pass's events (one store write); `Some(outcome)` when the
+    /// pass should end here.
     async fn write_status(
         &self,
         key: &InstanceKey,
         generation: u64,
         status: Status,
         fence: Option<Fence>,
+        events: &[Event],
     ) -> Option<Outcome> {
         match self
             .store
-            .write_status(key, generation, status, fence)
+            .write_status_and_events(key, generation, status, fence, events)
             .await
         {
             Ok(()) => None,
@@ -684,15 +748,16 @@ impl Reconciler {
         }
     }
 
-    /// Runs the plan's steps in order; stops at the first error, which is returned. A job
-    /// id is recorded the moment its job starts: a backup's on its record at once, a
-    /// restore's in the status this pass writes.
-    async fn execute(
+    /// Runs the plan's steps in order, noting each one applied; stops at the first error,
+    /// which is returned. A job id is recorded the moment its job starts: a backup's on its
+    /// record at once, a restore's in the status this pass writes.
+    async fn execute<'p>(
         &self,
         inst: &Instance,
-        plan: &Plan,
+        plan: &'p Plan,
         backups: &mut [Backup],
         restore_job: &mut Option<String>,
+        applied: &mut Vec<AppliedStep<'p>>,
     ) -> Option<PassError> {
         let key = inst.key();
         let incarnation = inst.metadata.created_at.timestamp_millis();
@@ -715,6 +780,10 @@ impl Reconciler {
                 job_id,
                 "step done"
             );
+            applied.push(AppliedStep {
+                step,
+                job_id: job_id.clone(),
+            });
             match (step, job_id) {
                 (Step::StartBackupJob { backup_id, .. }, Some(id)) => {
                     self.record_backup_job(backups, backup_id, id).await;
@@ -823,9 +892,16 @@ impl Reconciler {
             );
             set_condition(&mut status.conditions, degraded, at);
         }
+        let event = observe_failed(error, inst.metadata.generation, at);
         if let Err(e) = self
             .store
-            .write_status(&inst.key(), inst.metadata.generation, status, fence)
+            .write_status_and_events(
+                &inst.key(),
+                inst.metadata.generation,
+                status,
+                fence,
+                &[event],
+            )
             .await
         {
             debug!(error = %e, "status write after failed observation");
@@ -908,7 +984,7 @@ impl Reconciler {
                         converging += usize::from(p != Priority::Resync);
                         if let Some(w) = lock(&self.wave).as_mut() {
                             w.size += 1;
-                            w.left.insert(inst.key());
+                            w.left.insert(key_hash(&inst.key()));
                         }
                         self.queue.add(inst.key(), p, Duration::ZERO);
                     }
@@ -985,6 +1061,13 @@ impl Reconciler {
             }
         }
     }
+}
+
+fn key_hash(key: &InstanceKey) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 /// A poisoned lock only means a pass panicked mid-update of a gauge map; keep going.

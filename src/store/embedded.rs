@@ -95,6 +95,11 @@ use super::*;
 use crate::model::{self, FieldError};
 
 const FILE_NAME: &str = "wpfleet.redb";
+
+/// redb's own page cache. Its default (1 GiB) kept every page written in memory: storing
+/// 100,000 instances grew RSS by ~400 MiB (`wpfleet bench memory`, docs/PERFORMANCE.md).
+/// Pages not cached here are still read from the OS page cache, which is not our RSS.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
 const BACKUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("backups");
 const ACTIVE_BACKUPS: TableDefinition<&str, ()> = TableDefinition::new("active_backups");
@@ -133,6 +138,7 @@ impl EmbeddedStore {
             .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
         let db = Builder::new()
+            .set_cache_size(CACHE_BYTES)
             .set_repair_callback(log_repair(path.display().to_string()))
             .create(&path)
             .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
@@ -226,7 +232,22 @@ impl Store for EmbeddedStore {
         fence: Option<Fence>,
     ) -> StoreResult<()> {
         let key = key.clone();
-        self.run(move |db| write_status_txn(db, &key, for_generation, status, fence))
+        self.run(move |db| write_status_txn(db, &key, for_generation, status, fence, &[]))
+            .await
+    }
+
+    /// One transaction (one fsync) for both, fenced like `write_status`.
+    async fn write_status_and_events(
+        &self,
+        key: &InstanceKey,
+        for_generation: u64,
+        status: Status,
+        fence: Option<Fence>,
+        events: &[Event],
+    ) -> StoreResult<()> {
+        let key = key.clone();
+        let events = events.to_vec();
+        self.run(move |db| write_status_txn(db, &key, for_generation, status, fence, &events))
             .await
     }
 
@@ -553,12 +574,14 @@ fn update_txn(
     })
 }
 
+/// Writes the status and appends `events` in one transaction.
 fn write_status_txn(
     db: &Database,
     key: &InstanceKey,
     for_generation: u64,
     status: Status,
     fence: Option<Fence>,
+    events: &[Event],
 ) -> StoreResult<()> {
     let txn = db.begin_write().or_unavailable()?;
     {
@@ -594,6 +617,9 @@ fn write_status_txn(
         let active = has_active_backup(&txn, key)?;
         let marker = rules::pending_after_status(&instance, active, pending_marker(&txn, key)?);
         set_pending(&txn, key, marker)?;
+        if !events.is_empty() {
+            append_to_log(&txn, &path, events)?;
+        }
     }
     txn.commit().or_unavailable()
 }
@@ -630,15 +656,19 @@ fn append_events_txn(db: &Database, key: &InstanceKey, new: &[Event]) -> StoreRe
         if instances.get(path.as_str()).or_unavailable()?.is_none() {
             return Err(StoreError::NotFound(key.clone()));
         }
-        let mut table = txn.open_table(EVENTS).or_unavailable()?;
-        let mut log = read_events(&table, &path)?;
-        model::append_events(&mut log, new);
-        let bytes = serde_json::to_vec(&log).or_unavailable()?;
-        table
-            .insert(path.as_str(), bytes.as_slice())
-            .or_unavailable()?;
+        append_to_log(&txn, &path, new)?;
     }
     txn.commit().or_unavailable()
+}
+
+/// Appends to an instance's log inside the caller's write transaction.
+fn append_to_log(txn: &WriteTransaction, path: &str, new: &[Event]) -> StoreResult<()> {
+    let mut table = txn.open_table(EVENTS).or_unavailable()?;
+    let mut log = read_events(&table, path)?;
+    model::append_events(&mut log, new);
+    let bytes = serde_json::to_vec(&log).or_unavailable()?;
+    table.insert(path, bytes.as_slice()).or_unavailable()?;
+    Ok(())
 }
 
 fn read_events(

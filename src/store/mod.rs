@@ -155,6 +155,25 @@ pub trait Store: Send + Sync + 'static {
     /// The instance's kept events, oldest first; empty if it has none or does not exist.
     async fn list_events(&self, key: &InstanceKey) -> StoreResult<Vec<Event>>;
 
+    /// `write_status`, then, if it succeeded, `append_events`: what a reconcile pass
+    /// writes. The status write's errors are returned as they are, and then nothing is
+    /// appended. A backend that can do both in one atomic write should override this (the
+    /// embedded store does): a reader never sees a status without the events that explain
+    /// it, and a pass costs one durable write instead of two. This default makes two writes;
+    /// an error of the second is returned after the status is already written.
+    async fn write_status_and_events(
+        &self,
+        key: &InstanceKey,
+        for_generation: u64,
+        status: Status,
+        fence: Option<Fence>,
+        events: &[Event],
+    ) -> StoreResult<()> {
+        self.write_status(key, for_generation, status, fence)
+            .await?;
+        self.append_events(key, events).await
+    }
+
     /// Inserts a new backup record of an existing instance, atomically checking the
     /// instance: `NotFound` if it does not exist, `Rejected(InvalidTransition)` if its
     /// deletion was requested, `Conflict` if the backup id is taken.

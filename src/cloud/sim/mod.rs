@@ -69,8 +69,8 @@ use self::log_events::{Position, Window};
 use self::persist::{Durable, Persister};
 use super::names::ResourceNames;
 use super::{
-    ClientToken, Cloud, CloudError, CloudResult, JobKind, JobRef, LogPage, LogQuery, Observed,
-    ObservedJob, ObservedTask, Step, StepOutcome, WaitingOn,
+    Call, ClientToken, Cloud, CloudError, CloudResult, JobKind, JobRef, LogPage, LogQuery,
+    Observed, ObservedJob, ObservedTask, Step, StepOutcome, WaitingOn,
 };
 use crate::model::InstanceKey;
 
@@ -164,6 +164,24 @@ impl Default for SimLimits {
                 burst: 20.0,
             },
         }
+    }
+}
+
+impl SimLimits {
+    /// The same limits as a controller's client-side budget (`cloud::budget`): the rates
+    /// AWS documents for these APIs are what an operator configures there.
+    pub fn rates(&self) -> [(&'static str, crate::cloud::budget::Rate); 5] {
+        let rate = |l: &RateLimit| crate::cloud::budget::Rate {
+            per_second: l.rate,
+            burst: l.burst,
+        };
+        [
+            ("ecs", rate(&self.ecs)),
+            ("efs", rate(&self.efs)),
+            ("rds", rate(&self.rds)),
+            ("logs", rate(&self.logs)),
+            ("backup", rate(&self.backup)),
+        ]
     }
 }
 
@@ -453,6 +471,45 @@ impl SimCloud {
         found.ok_or_else(|| SimError::NotFound(format!("ECS service {name}")))
     }
 
+    // ---- benchmark seeding: no call, no latency, no rate limit, not in the books ---------
+
+    /// What `observe` followed by `describe_tasks` would show for `key` at `at` (epoch
+    /// milliseconds, possibly in the past), without making a call. Benchmarks use it with
+    /// [`SimCloud::apply_at`] to build a converged fleet in seconds instead of hours.
+    pub fn peek_at(&self, key: &InstanceKey, at_ms: i64) -> Observed {
+        let inv = self.lock_inventory();
+        let mut obs = inv.observe(key, at_ms);
+        let name = ResourceNames::for_key(key).service;
+        obs.tasks = inv.live_service(&name, at_ms).map(|svc| {
+            svc.tasks_at(at_ms)
+                .map(|task| task.observed(at_ms))
+                .collect()
+        });
+        obs
+    }
+
+    /// Applies `step` as if at `at_ms` (e.g. an hour ago, so every transition it starts has
+    /// finished by now), without making a call. For seeding benchmarks only.
+    pub fn apply_at(
+        &self,
+        key: &InstanceKey,
+        step: &Step,
+        token: &ClientToken,
+        at_ms: i64,
+    ) -> CloudResult<StepOutcome> {
+        let (result, durable) = self.mutate_inner(true, Some(at_ms), |inv, ctx| {
+            inv.apply(ctx, key, step, token.as_str())
+        });
+        durable
+            .wait_blocking()
+            .map_err(|e| CloudError::Unavailable {
+                service: "sim",
+                operation: "seed",
+                message: e,
+            })?;
+        result
+    }
+
     fn lock_inventory(&self) -> MutexGuard<'_, Inventory> {
         // A panic elsewhere cannot leave a record half-written (each is replaced whole), so
         // a poisoned lock is still safe to use.
@@ -466,14 +523,24 @@ impl SimCloud {
     /// Runs `f` on the inventory at "now", then queues what it changed for the file while
     /// still holding the lock (so the file sees changes in memory order).
     fn mutate<T>(&self, blocking: bool, f: impl FnOnce(&mut Inventory, &Ctx) -> T) -> (T, Durable) {
+        self.mutate_inner(blocking, None, f)
+    }
+
+    /// `mutate` at `at` (default: now).
+    fn mutate_inner<T>(
+        &self,
+        blocking: bool,
+        at: Option<Millis>,
+        f: impl FnOnce(&mut Inventory, &Ctx) -> T,
+    ) -> (T, Durable) {
         let (slow_rds, backup_failures) = {
             let calls = self.lock_calls();
             let faults = calls.faults();
             (faults.slow_rds_factor, faults.backup_failure_rate)
         };
         let mut inv = self.lock_inventory();
-        let ctx =
-            Ctx::new(now_ms(), self.speed, slow_rds).with_backup_failure_rate(backup_failures);
+        let ctx = Ctx::new(at.unwrap_or_else(now_ms), self.speed, slow_rds)
+            .with_backup_failure_rate(backup_failures);
         inv.sweep(ctx.now);
         let out = f(&mut inv, &ctx);
         let changes = inv.take_changes();
@@ -736,6 +803,21 @@ impl Cloud for SimCloud {
     /// A quarter of the typical duration of what is awaited, ÷ speed, within [20 ms, 30 s].
     /// (AWS Backup jobs are polled as `WaitingOn::Snapshot`: 15 s at speed 1 against jobs
     /// of 90–120 s.)
+    fn cost(&self, call: &Call<'_>) -> Vec<(&'static str, u32)> {
+        let per_chunk = |n: usize, per: usize| u32::try_from(n.div_ceil(per)).unwrap_or(u32::MAX);
+        match call {
+            Call::Observe(0) => vec![],
+            Call::Observe(n) => OBSERVE_CALLS
+                .iter()
+                .map(|(api, per)| (api.service.name(), per_chunk(*n, *per)))
+                .collect(),
+            Call::DescribeTasks => vec![(LIST_TASKS.service.name(), 2)],
+            Call::DescribeJobs(jobs) => vec![("backup", per_chunk(jobs.len(), 1))],
+            Call::Apply(step) => vec![(Api::of_step(step).service.name(), 1)],
+            Call::Logs => vec![(FILTER_LOG_EVENTS.service.name(), 1)],
+        }
+    }
+
     fn poll_interval(&self, waiting_on: WaitingOn) -> Duration {
         let rds = Ctx::new(0, self.speed, self.lock_calls().faults().slow_rds_factor).rds_factor;
         let typical = match waiting_on {
