@@ -882,7 +882,7 @@ mod contract {
     ) -> Vec<wpfleet::cloud::ObservedTask> {
         let mut backoff = Backoff::new();
         loop {
-            match cloud.describe_tasks(key).await {
+            match cloud.tasks_of(key).await {
                 Ok(tasks) => return tasks,
                 Err(e) if transient(&e) && backoff.wait().await => {}
                 Err(e) => panic!("describe_tasks failed: {e}"),

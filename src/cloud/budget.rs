@@ -242,9 +242,9 @@ impl Cloud for Paced {
         result
     }
 
-    async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
-        let cost = self.pace(&Call::DescribeTasks).await;
-        let result = self.inner.describe_tasks(key).await;
+    async fn describe_tasks(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Vec<ObservedTask>>> {
+        let cost = self.pace(&Call::DescribeTasks(keys.len())).await;
+        let result = self.inner.describe_tasks(keys).await;
         self.learn(&cost, &result);
         result
     }

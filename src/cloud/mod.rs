@@ -30,9 +30,17 @@ pub trait Cloud: Send + Sync + 'static {
     /// `tasks` and `jobs` left empty (see `describe_tasks` / `describe_jobs`).
     async fn observe(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Observed>>;
 
-    /// Lists the tasks of the instance's ECS service (ListTasks + DescribeTasks). Costs two
-    /// calls, so the reconciler asks only while a service is changing.
-    async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>>;
+    /// Lists the tasks of each instance's ECS service: one `Vec` per key, in order. ECS
+    /// lists tasks one service at a time (ListTasks) but describes up to 100 of them across
+    /// services at once (DescribeTasks), so this costs one call per key plus one per 100
+    /// tasks; the reconciler asks only where task health is not known otherwise.
+    async fn describe_tasks(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Vec<ObservedTask>>>;
+
+    /// The tasks of one instance's service (`describe_tasks` of one key).
+    async fn tasks_of(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
+        let mut lists = self.describe_tasks(std::slice::from_ref(key)).await?;
+        Ok(lists.pop().unwrap_or_default())
+    }
 
     /// Describes AWS Backup jobs by id (backup and restore jobs the controller started and
     /// recorded). Unknown ids are left out of the result.
@@ -66,7 +74,8 @@ pub trait Cloud: Send + Sync + 'static {
 pub enum Call<'a> {
     /// `observe` of this many keys.
     Observe(usize),
-    DescribeTasks,
+    /// `describe_tasks` of this many keys.
+    DescribeTasks(usize),
     DescribeJobs(&'a [JobRef]),
     Apply(&'a Step),
     Logs,
@@ -223,6 +232,14 @@ pub struct ObservedService {
     pub db_endpoint: String,
     /// Rollout state of the primary deployment.
     pub rollout: Rollout,
+    /// The primary deployment's id, when the cloud reports its rollout state (ECS does for
+    /// rolling-update services). A new deployment starts with every new task definition
+    /// (image, access point, database), not with a change of count; ECS marks it COMPLETED
+    /// only once the service reached a steady state, which with the task definition's
+    /// container health check means every task it started passed it. `None`: the rollout
+    /// state was inferred from counts and says nothing about health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -157,11 +157,6 @@ struct ObserveArgs {
 }
 
 #[derive(Serialize, Deserialize)]
-struct KeyArgs {
-    key: InstanceKey,
-}
-
-#[derive(Serialize, Deserialize)]
 struct JobsArgs {
     jobs: Vec<JobRef>,
 }
@@ -233,9 +228,9 @@ async fn observe(
 async fn describe_tasks(
     State(cloud): State<Served>,
     headers: HeaderMap,
-    Json(a): Json<KeyArgs>,
-) -> Json<Reply<Vec<ObservedTask>>> {
-    let call = cloud.describe_tasks(&a.key);
+    Json(a): Json<ObserveArgs>,
+) -> Json<Reply<Vec<Vec<ObservedTask>>>> {
+    let call = cloud.describe_tasks(&a.keys);
     reply(CALL_CONTEXT.scope(context(&headers), call).await)
 }
 
@@ -358,9 +353,11 @@ impl Cloud for RemoteCloud {
         self.call("observe", &args).await
     }
 
-    async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
-        self.call("describe-tasks", &KeyArgs { key: key.clone() })
-            .await
+    async fn describe_tasks(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Vec<ObservedTask>>> {
+        let args = ObserveArgs {
+            keys: keys.to_vec(),
+        };
+        self.call("describe-tasks", &args).await
     }
 
     async fn describe_jobs(&self, jobs: &[JobRef]) -> CloudResult<Vec<ObservedJob>> {

@@ -22,6 +22,7 @@
 //! * a restore first stops every task, so nothing writes while data is restored.
 
 mod backups;
+pub mod health;
 #[cfg(test)]
 mod properties;
 mod restore;
@@ -31,7 +32,7 @@ mod tests;
 use crate::cloud::names::{ResourceNames, epoch_of};
 use crate::cloud::{
     AccessPointState, DbState, Observed, ObservedAccessPoint, ObservedDatabase, ObservedService,
-    Rollout, ServiceState, SnapshotState, Step, WaitingOn,
+    ServiceState, SnapshotState, Step, WaitingOn,
 };
 use crate::model::{Backup, DesiredState, Instance, Phase, RestoreSpec, RestoreStage, Spec, Tier};
 
@@ -497,7 +498,7 @@ pub(crate) fn converge_service(
         );
         return false;
     }
-    if !service_settled(svc) {
+    if !health::settled(svc) {
         b.wait(
             WaitingOn::Tasks,
             "WaitingForTasks",
@@ -508,17 +509,24 @@ pub(crate) fn converge_service(
         );
         return false;
     }
-    match healthy_tasks(inst, obs) {
-        Some(h) if h >= want as usize => true,
-        Some(h) => {
+    let prev = inst.status.resources.service.as_ref();
+    let judged = health::judge(
+        prev,
+        inst.status.replicas.desired,
+        svc,
+        obs.tasks.as_deref(),
+    );
+    match (judged, judged.covers(want)) {
+        (_, Some(true)) => true,
+        (health::TaskHealth::Listed { healthy }, _) => {
             b.wait(
                 WaitingOn::Tasks,
                 "WaitingForHealthyTasks",
-                format!("{h} of {want} tasks healthy"),
+                format!("{healthy} of {want} tasks healthy"),
             );
             false
         }
-        None => {
+        _ => {
             b.wait(
                 WaitingOn::Tasks,
                 "WaitingForHealthyTasks",
@@ -573,33 +581,6 @@ fn update_message(svc: &ObservedService, target: &ServiceTarget<'_>) -> String {
     } else {
         "pointing the service at its data resources".into()
     }
-}
-
-/// Running tasks that pass their health check, from this pass's task list or, when the
-/// pass did not list tasks (a steady service), from the last list in status.
-fn healthy_tasks(inst: &Instance, obs: &Observed) -> Option<usize> {
-    let healthy = |status: &str, health: &str| status == "RUNNING" && health == "HEALTHY";
-    match &obs.tasks {
-        Some(tasks) => Some(
-            tasks
-                .iter()
-                .filter(|t| healthy(&t.last_status, &t.health))
-                .count(),
-        ),
-        None => inst.status.resources.service.as_ref().map(|s| {
-            s.tasks
-                .iter()
-                .filter(|t| healthy(&t.status, &t.health))
-                .count()
-        }),
-    }
-}
-
-/// Every wanted task runs and no deployment is in flight.
-fn service_settled(svc: &ObservedService) -> bool {
-    svc.running_count == svc.desired_count
-        && svc.pending_count == 0
-        && svc.rollout == Rollout::Completed
 }
 
 /// Scales the service to zero; returns whether no task runs any more.

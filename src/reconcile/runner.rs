@@ -27,10 +27,12 @@ use crate::model::{
 use crate::store::{BackupPageRequest, Fence, PageRequest, Store, StoreError};
 
 use super::events::{AppliedStep, PassRecord, observe_failed, pass_events};
+use super::plan::health;
 use super::plan::{Plan, PlanInput, data_generation, plan};
 use super::queue::{Backoff, Outcome, Priority, WorkQueue};
 use super::shards::{Claim, NotNow, Shards};
-use super::status::{PassError, PassOutcome, next_status, should_list_tasks};
+use super::status::{PassError, PassOutcome, next_status};
+use super::workers::Workers;
 use crate::metrics::{CONTROLLER, Metrics};
 
 #[derive(Debug, Clone)]
@@ -279,7 +281,7 @@ impl Reconciler {
         // batches in flight (bounds describe calls and keys held running), and passes in
         // flight (bounds mutating calls and store writes).
         let batches = Arc::new(Semaphore::new(self.config.batches.max(1)));
-        let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
+        let workers = Workers::new(self.config.workers);
         loop {
             let Some((keys, slot)) = self.next_batch(&batches, &shutdown).await else {
                 break;
@@ -356,7 +358,7 @@ impl Reconciler {
         lock(&self.wave).as_ref().is_some_and(|w| !w.listed)
     }
 
-    async fn run_batch(self: Arc<Self>, batch: Vec<InstanceKey>, workers: Arc<Semaphore>) {
+    async fn run_batch(self: Arc<Self>, batch: Vec<InstanceKey>, workers: Workers) {
         let mut live = Vec::with_capacity(batch.len());
         for key in batch {
             // Another replica owns it (an API write landed here): the owner picks it up from
@@ -400,9 +402,12 @@ impl Reconciler {
             self.cloud.observe(&keys),
         );
         match observe.await {
-            Ok(observed) => {
+            Ok(mut observed) => {
+                let listing = self.list_tasks(&live, &mut observed, urgent).await;
                 let passes = live.into_iter().zip(observed).map(|((inst, claim), obs)| {
-                    self.clone().pass(inst, claim, obs, workers.clone())
+                    let error = listing.as_ref().err().filter(|_| obs.tasks.is_none());
+                    let error = error.filter(|_| self.wants_tasks(&inst, &obs)).cloned();
+                    self.clone().pass(inst, claim, obs, error, workers.clone())
                 });
                 futures::future::join_all(passes).await;
             }
@@ -424,19 +429,57 @@ impl Reconciler {
         }
     }
 
-    /// One reconcile pass of one instance, given its observation, under `claim` (which
-    /// keeps the shard's lease from being given back until the pass ends).
+    /// Whether the pass of `inst` needs its service's tasks listed to judge their health.
+    fn wants_tasks(&self, inst: &Instance, obs: &Observed) -> bool {
+        obs.service.as_ref().is_some_and(|svc| {
+            let prev = inst.status.resources.service.as_ref();
+            health::should_list(prev, inst.status.replicas.desired, svc)
+        })
+    }
+
+    /// Lists, in one batched call, the tasks of the services whose health is not known
+    /// otherwise (ECS describes tasks of many services at once), into their observations.
+    async fn list_tasks(
+        &self,
+        live: &[(Instance, Claim)],
+        observed: &mut [Observed],
+        urgent: bool,
+    ) -> Result<(), CloudError> {
+        let wanted: Vec<usize> = live
+            .iter()
+            .zip(observed.iter())
+            .enumerate()
+            .filter(|(_, ((inst, _), obs))| self.wants_tasks(inst, obs))
+            .map(|(i, _)| i)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<InstanceKey> = wanted.iter().map(|&i| live[i].0.key()).collect();
+        let call = self.cloud.describe_tasks(&keys);
+        let lists = CALL_CONTEXT
+            .scope(self.call_context(None, None, urgent), call)
+            .await?;
+        for (i, tasks) in wanted.into_iter().zip(lists) {
+            observed[i].tasks = Some(tasks);
+        }
+        Ok(())
+    }
+
+    /// One reconcile pass of one instance, given its observation (and the error of the
+    /// task listing it needed, if that failed), under `claim` (which keeps the shard's
+    /// lease from being given back until the pass ends).
     async fn pass(
         self: Arc<Self>,
         inst: Instance,
         claim: Claim,
         obs: Observed,
-        workers: Arc<Semaphore>,
+        listing_error: Option<CloudError>,
+        workers: Workers,
     ) {
         let key = inst.key();
-        let Ok(_permit) = workers.acquire_owned().await else {
-            return; // closed: shutting down
-        };
+        let priority = self.queue.running_priority(&key).unwrap_or(Priority::User);
+        let _worker = workers.acquire(priority).await;
         let span = info_span!(
             "reconcile",
             tenant_id = %key.tenant_id,
@@ -448,7 +491,7 @@ impl Reconciler {
         active.inc();
         let started = std::time::Instant::now();
         let outcome = CALL_CONTEXT
-            .scope(ctx, self.reconcile(inst, claim.fence(), obs))
+            .scope(ctx, self.reconcile(inst, claim.fence(), obs, listing_error))
             .instrument(span)
             .await;
         active.dec();
@@ -536,7 +579,13 @@ impl Reconciler {
     }
 
     /// `fence`: the pass's claim on the shard; every status write presents it.
-    async fn reconcile(&self, inst: Instance, fence: Option<Fence>, mut obs: Observed) -> Outcome {
+    async fn reconcile(
+        &self,
+        inst: Instance,
+        fence: Option<Fence>,
+        mut obs: Observed,
+        listing_error: Option<CloudError>,
+    ) -> Outcome {
         let key = inst.key();
         let context = match self.load_context(&inst).await {
             Ok(c) => c,
@@ -553,7 +602,11 @@ impl Reconciler {
                 .map(|r| r.request_id.clone()),
             ..Default::default()
         };
-        if let Err(error) = self.complete_observation(&inst, &context, &mut obs).await {
+        let completed = match listing_error {
+            Some(error) => Err(error),
+            None => self.complete_observation(&inst, &context, &mut obs).await,
+        };
+        if let Err(error) = completed {
             outcome.error = Some(PassError { step: None, error });
         }
         let input = PlanInput {
@@ -672,17 +725,14 @@ impl Reconciler {
         })
     }
 
-    /// Adds what the batched observation leaves out: the task list (only while the service
-    /// changes; task health decides readiness) and the AWS Backup jobs in flight.
+    /// Adds what the batched observation leaves out: the AWS Backup jobs in flight. (Task
+    /// lists, where needed, come batched too: `list_tasks`.)
     async fn complete_observation(
         &self,
         inst: &Instance,
         context: &PassContext,
         obs: &mut Observed,
     ) -> Result<(), CloudError> {
-        if should_list_tasks(inst.status.resources.service.as_ref(), obs) {
-            obs.tasks = Some(self.cloud.describe_tasks(&inst.key()).await?);
-        }
         let mut jobs: Vec<JobRef> = context
             .backups
             .iter()

@@ -435,8 +435,11 @@ impl Cloud for AwsCloud {
         Ok(self.observe_all(keys).await?)
     }
 
-    async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
-        Ok(self.service_tasks(key).await?)
+    async fn describe_tasks(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Vec<ObservedTask>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.service_tasks(keys).await?)
     }
 
     async fn describe_jobs(&self, jobs: &[JobRef]) -> CloudResult<Vec<ObservedJob>> {

@@ -619,7 +619,7 @@ impl SimCloud {
             .map(drop)
     }
 
-    fn tasks_of(&self, key: &InstanceKey) -> Vec<ObservedTask> {
+    fn tasks_now(&self, key: &InstanceKey) -> Vec<ObservedTask> {
         let name = ResourceNames::for_key(key).service;
         let t = now_ms();
         let inv = self.lock_inventory();
@@ -676,6 +676,33 @@ impl SimCloud {
     }
 }
 
+/// One DescribeTasks per 100 listed tasks, each naming its instance when it describes the
+/// tasks of only one (as observations do for a batch of one).
+fn describe_chunks(listed: &[(String, usize)]) -> Vec<Option<String>> {
+    let mut chunks: Vec<Vec<&str>> = Vec::new();
+    let mut room = 0;
+    for (instance, n) in listed {
+        for _ in 0..*n {
+            if room == 0 {
+                chunks.push(Vec::new());
+                room = TASKS_PER_DESCRIBE;
+            }
+            let chunk = chunks.last_mut().expect("pushed");
+            if chunk.last() != Some(&instance.as_str()) {
+                chunk.push(instance);
+            }
+            room -= 1;
+        }
+    }
+    chunks
+        .into_iter()
+        .map(|c| (c.len() == 1).then(|| c[0].to_owned()))
+        .collect()
+}
+
+/// DescribeTasks takes at most this many tasks.
+const TASKS_PER_DESCRIBE: usize = 100;
+
 /// How many past observations per instance a stale or reordered view picks from.
 const VIEW_HISTORY: usize = 6;
 
@@ -711,16 +738,25 @@ impl Cloud for SimCloud {
         Ok(self.distort(keys, fresh))
     }
 
-    /// ListTasks, then DescribeTasks only if there is something to describe (AWS rejects
-    /// an empty DescribeTasks, so the real driver skips it too).
-    async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
-        let instance = key.path();
-        self.read_call(LIST_TASKS, Some(&instance)).await?;
-        if self.tasks_of(key).is_empty() {
-            return Ok(Vec::new());
-        }
-        self.read_call(DESCRIBE_TASKS, Some(&instance)).await?;
-        Ok(self.tasks_of(key))
+    /// ListTasks per key (one service each), then DescribeTasks per 100 of the tasks found,
+    /// across services, and none when there is nothing to describe (AWS rejects an empty
+    /// DescribeTasks, so the real driver skips it too).
+    async fn describe_tasks(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Vec<ObservedTask>>> {
+        let lists = keys
+            .iter()
+            .map(|key| (LIST_TASKS, Some(key.path())))
+            .collect();
+        self.concurrent_reads(lists).await?;
+        let listed: Vec<(String, usize)> = keys
+            .iter()
+            .map(|key| (key.path(), self.tasks_now(key).len()))
+            .collect();
+        let describes = describe_chunks(&listed)
+            .into_iter()
+            .map(|instance| (DESCRIBE_TASKS, instance))
+            .collect();
+        self.concurrent_reads(describes).await?;
+        Ok(keys.iter().map(|key| self.tasks_now(key)).collect())
     }
 
     /// One DescribeBackupJob / DescribeRestoreJob per job, issued concurrently; ids of no
@@ -811,7 +847,12 @@ impl Cloud for SimCloud {
                 .iter()
                 .map(|(api, per)| (api.service.name(), per_chunk(*n, *per)))
                 .collect(),
-            Call::DescribeTasks => vec![(LIST_TASKS.service.name(), 2)],
+            // A ListTasks per key; DescribeTasks per 100 tasks, priced at 4 tasks a service.
+            Call::DescribeTasks(0) => vec![],
+            Call::DescribeTasks(n) => vec![(
+                LIST_TASKS.service.name(),
+                per_chunk(*n, 1).saturating_add(per_chunk(n.saturating_mul(4), 100)),
+            )],
             Call::DescribeJobs(jobs) => vec![("backup", per_chunk(jobs.len(), 1))],
             Call::Apply(step) => vec![(Api::of_step(step).service.name(), 1)],
             Call::Logs => vec![(FILTER_LOG_EVENTS.service.name(), 1)],

@@ -11,7 +11,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::cloud::{ObservedLogGroup, ObservedSnapshot, ObservedTask};
+use crate::cloud::{ObservedLogGroup, ObservedSnapshot, ObservedTask, Rollout};
 use crate::model::{Backup, BackupStatus, Configuration, InstanceKey, RestoreStatus, Timestamp};
 
 fn key() -> InstanceKey {
@@ -310,6 +310,7 @@ fn observed(ok_only: bool) -> impl Strategy<Value = Observed> {
                     } else {
                         Rollout::InProgress
                     },
+                    deployment: None,
                 });
             }
             if log {
@@ -540,6 +541,7 @@ fn converged_world(inst: &Instance) -> Observed {
             access_point_id: "fsap-0".into(),
             db_endpoint: endpoint(&db),
             rollout: Rollout::Completed,
+            deployment: None,
         }),
         access_points: vec![ObservedAccessPoint {
             id: "fsap-0".into(),
@@ -648,6 +650,7 @@ fn carry_out(o: &mut Observed, step: &Step) {
                 access_point_id: access_point_id.clone(),
                 db_endpoint: db_endpoint.clone(),
                 rollout: Rollout::Completed,
+                deployment: None,
             });
         }
         Step::DeleteService { .. } => o.service = None,

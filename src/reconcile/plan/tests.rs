@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::cloud::{
-    ObservedAccessPoint, ObservedLogGroup, ObservedSnapshot, ObservedTask, ServiceState,
+    ObservedAccessPoint, ObservedLogGroup, ObservedSnapshot, ObservedTask, Rollout, ServiceState,
     SnapshotState,
 };
 use crate::model::{Configuration, InstanceKey, now};
@@ -51,6 +51,7 @@ fn svc(desired: u32, running: u32, pending: u32) -> ObservedService {
         pending_count: pending,
         image: IMAGE.into(),
         rollout: Rollout::Completed,
+        deployment: None,
         access_point_id: "fsap-1".into(),
         db_endpoint: "db.example".into(),
     }
@@ -239,9 +240,12 @@ fn running_tasks_must_also_be_healthy() {
     assert_eq!(p.waits[0].message, "1 of 2 tasks healthy");
 }
 
+/// Health judged before carries over while the service stays settled at the same
+/// deployment and count; a changed count makes it unknown again.
 #[test]
-fn a_steady_pass_that_did_not_list_tasks_uses_the_last_list() {
+fn a_steady_pass_that_did_not_list_tasks_uses_the_last_judgement() {
     let mut i = inst(Phase::Active);
+    i.status.replicas.desired = 2;
     let healthy = crate::model::TaskStatus {
         id: "t".into(),
         status: "RUNNING".into(),
@@ -253,6 +257,7 @@ fn a_steady_pass_that_did_not_list_tasks_uses_the_last_list() {
         arn: "arn".into(),
         image: IMAGE.into(),
         deployment_status: "COMPLETED".into(),
+        deployment_id: None,
         health_status: "HEALTHY".into(),
         tasks: vec![healthy.clone(), healthy],
         tasks_observed_at: None,
@@ -260,6 +265,9 @@ fn a_steady_pass_that_did_not_list_tasks_uses_the_last_list() {
     let mut o = world();
     o.tasks = None;
     check(&i, &o, &[], Phase::Active, true);
+    i.status.replicas.desired = 1;
+    let p = check(&i, &o, &[], Phase::Scaling, false);
+    assert_eq!(p.waits[0].message, "task health not known yet");
 }
 
 #[test]

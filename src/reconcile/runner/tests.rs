@@ -41,8 +41,8 @@ impl Cloud for DenyingCloud {
             .push(crate::cloud::call_context().urgent);
         self.sim.observe(keys).await
     }
-    async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
-        self.sim.describe_tasks(key).await
+    async fn describe_tasks(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Vec<ObservedTask>>> {
+        self.sim.describe_tasks(keys).await
     }
     async fn describe_jobs(&self, jobs: &[JobRef]) -> CloudResult<Vec<ObservedJob>> {
         self.sim.describe_jobs(jobs).await

@@ -239,7 +239,7 @@ async fn update_service_switching_data_resources_is_a_new_deployment() {
     let (ap0, endpoint0) = site(&cloud, &k).await;
     until_running(&cloud, &k, 1).await;
     let first_tasks: Vec<String> = cloud
-        .describe_tasks(&k)
+        .tasks_of(&k)
         .await
         .expect("tasks")
         .into_iter()
@@ -253,7 +253,7 @@ async fn update_service_switching_data_resources_is_a_new_deployment() {
         &s.update_on(1, "wordpress:6.6", &ap0, &endpoint0),
     )
     .await;
-    assert_eq!(cloud.describe_tasks(&k).await.expect("tasks").len(), 1);
+    assert_eq!(cloud.tasks_of(&k).await.expect("tasks").len(), 1);
 
     // Switching to an access point that does not exist is refused, retryably.
     let missing = apply(
@@ -293,7 +293,7 @@ async fn update_service_switching_data_resources_is_a_new_deployment() {
             .map(drop)
     })
     .await;
-    let tasks = cloud.describe_tasks(&k).await.expect("tasks");
+    let tasks = cloud.tasks_of(&k).await.expect("tasks");
     assert_eq!(tasks.len(), 1);
     assert!(
         !first_tasks.contains(&tasks[0].id),
