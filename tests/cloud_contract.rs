@@ -643,6 +643,8 @@ mod contract {
         let final_snapshot = s.final_snapshot();
         until(cloud, &s.key, WaitingOn::Snapshot, patience, |o| {
             o.snapshots
+                .observed()
+                .expect("snapshots observed")
                 .iter()
                 .find(|x| x.id == final_snapshot && x.state == SnapshotState::Available)
                 .map(drop)
@@ -658,6 +660,8 @@ mod contract {
         let seen = observe(cloud, &s.key).await;
         assert_eq!(
             seen.snapshots
+                .observed()
+                .expect("snapshots observed")
                 .iter()
                 .map(|x| &x.db_identifier)
                 .collect::<Vec<_>>(),
@@ -666,7 +670,7 @@ mod contract {
         );
         assert_eq!(
             Observed {
-                snapshots: Vec::new(),
+                snapshots: wpfleet::cloud::Seen::Observed(Vec::new()),
                 ..seen
             },
             Observed::default()

@@ -32,7 +32,7 @@ mod tests;
 use crate::cloud::names::{ResourceNames, epoch_of};
 use crate::cloud::{
     AccessPointState, DbState, Observed, ObservedAccessPoint, ObservedDatabase, ObservedService,
-    ServiceState, SnapshotState, Step, WaitingOn,
+    ObservedSnapshot, ServiceState, SnapshotState, Step, WaitingOn,
 };
 use crate::model::{Backup, DesiredState, Instance, Phase, RestoreSpec, RestoreStage, Spec, Tier};
 
@@ -78,6 +78,9 @@ pub struct Plan {
     pub backups: Vec<BackupProgress>,
     /// The pending (or just finished) restore, when there is one.
     pub restore: Option<RestoreProgress>,
+    /// Something needed the RDS snapshots, which this observation left out: nothing was
+    /// decided about it (no step, a wait); look again with them at once.
+    pub needs_snapshots: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -189,6 +192,19 @@ pub fn plan(input: &PlanInput<'_>, obs: &Observed) -> Plan {
     b.finish(phase, converged)
 }
 
+/// Whether a pass of `input` can need the RDS snapshots: to tear down (final snapshots),
+/// for a backup in flight, or around a restore (its snapshot, and the retirement snapshots
+/// of the data it superseded). Otherwise the observation may leave them out; should a
+/// database still need one (say, superseded data with no restore in status), the plan
+/// says so (`Plan::needs_snapshots`) and the pass looks again with them.
+pub fn needs_snapshots(input: &PlanInput<'_>) -> bool {
+    let inst = input.inst;
+    inst.is_deleted()
+        || !input.backups.is_empty()
+        || inst.spec.restore.is_some()
+        || inst.status.restore.is_some()
+}
+
 /// The access point and database of the data generation in use.
 pub fn current<'a>(
     inst: &Instance,
@@ -244,9 +260,18 @@ pub(crate) struct Builder {
     pub problem: Option<Problem>,
     pub backups: Vec<BackupProgress>,
     pub restore: Option<RestoreProgress>,
+    pub needs_snapshots: bool,
 }
 
 impl Builder {
+    /// The observed snapshots; `None` (and the plan asks for them) when the observation
+    /// left them out: the caller then decides nothing that depends on them.
+    pub fn snapshots<'o>(&mut self, obs: &'o Observed) -> Option<&'o [ObservedSnapshot]> {
+        let seen = obs.snapshots.observed().map(Vec::as_slice);
+        self.needs_snapshots |= seen.is_none();
+        seen
+    }
+
     pub fn step(&mut self, step: Step) {
         self.steps.push(step);
     }
@@ -279,6 +304,7 @@ impl Builder {
             problem: self.problem,
             backups: self.backups,
             restore: self.restore,
+            needs_snapshots: self.needs_snapshots,
         }
     }
 }
@@ -687,13 +713,27 @@ fn remove_database(
     reason: &'static str,
 ) {
     let deletable = matches!(db.state, DbState::Available | DbState::Stopped);
-    let snapshot = obs.snapshots.iter().find(|s| s.id == snapshot_id);
-    match snapshot {
-        _ if db.state == DbState::Deleting => b.wait(
+    if db.state == DbState::Deleting {
+        return b.wait(
             WaitingOn::Database,
             reason,
             format!("deleting RDS database {}", db.identifier),
-        ),
+        );
+    }
+    let Some(snapshots) = b.snapshots(obs) else {
+        // Not described this pass: whether the snapshot exists is unknown, so neither
+        // take it nor delete the database; look again with the snapshots.
+        return b.wait(
+            WaitingOn::Snapshot,
+            "LookingForSnapshot",
+            format!(
+                "looking for snapshot {snapshot_id} of RDS database {}",
+                db.identifier
+            ),
+        );
+    };
+    let snapshot = snapshots.iter().find(|s| s.id == snapshot_id);
+    match snapshot {
         None if deletable => {
             b.step(Step::SnapshotDatabase {
                 identifier: db.identifier.clone(),

@@ -17,8 +17,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::cloud::{
-    CALL_CONTEXT, CallContext, ClientToken, Cloud, CloudError, JobKind, JobRef, Observed, Step,
-    StepOutcome,
+    CALL_CONTEXT, Call, CallContext, ClientToken, Cloud, CloudError, JobKind, JobRef, Lane,
+    Observed, ObservedTask, Scope, Step, StepOutcome,
 };
 use crate::model::{
     Backup, BackupStatus, ConditionType, ConditionUpdate, Event, Instance, InstanceKey, Phase,
@@ -28,7 +28,7 @@ use crate::store::{BackupPageRequest, Fence, PageRequest, Store, StoreError};
 
 use super::events::{AppliedStep, PassRecord, observe_failed, pass_events};
 use super::plan::health;
-use super::plan::{Plan, PlanInput, data_generation, plan};
+use super::plan::{Plan, PlanInput, data_generation, needs_snapshots, plan};
 use super::queue::{Backoff, Outcome, Priority, WorkQueue};
 use super::shards::{Claim, NotNow, Shards};
 use super::status::{PassError, PassOutcome, next_status};
@@ -48,6 +48,10 @@ pub struct RunConfig {
     pub batches: usize,
     /// How long a batch of resync work may wait to fill up; user work never waits.
     pub batch_window: Duration,
+    /// How long a batch of follow-ups and resync work may wait, at most, while the cloud's
+    /// budget cannot serve its observation at once (taking in what becomes due meanwhile);
+    /// user work never waits.
+    pub poll_defer: Duration,
     /// How often an instance with a problem a retry will not fix is looked at again.
     pub problem_retry: Duration,
     /// How long a DEPROVISIONED record is kept before it is removed from the store.
@@ -67,11 +71,21 @@ impl Default for RunConfig {
             // user work finds a free one while polls wait for budget.
             batches: 8,
             batch_window: Duration::from_millis(200),
+            poll_defer: Duration::from_secs(2),
             problem_retry: Duration::from_secs(60),
             retention: Duration::from_secs(30 * 24 * 3600),
             stuck_after: Duration::from_secs(15 * 60),
         }
     }
+}
+
+/// A key of a batch, read and claimed: what its pass needs besides the observation.
+struct Live {
+    inst: Instance,
+    claim: Claim,
+    context: PassContext,
+    /// The service's tasks, when a poll of this batch already listed them.
+    tasks: Option<Vec<ObservedTask>>,
 }
 
 /// What a pass reads from the store besides the instance.
@@ -119,6 +133,11 @@ pub struct Reconciler {
     passes: AtomicU64,
     /// Injected missed events for the triggers handed out (tests, simulated cloud).
     trigger_fault: Mutex<Option<TriggerFault>>,
+    /// Keys whose last full pass (of this generation) waited only for tasks: their next
+    /// look is a narrow poll of the service (`polls`).
+    polls: Mutex<HashMap<InstanceKey, u64>>,
+    /// Keys whose last plan needed the RDS snapshots its observation left out.
+    snapshots_wanted: Mutex<HashSet<InstanceKey>>,
     config: RunConfig,
 }
 
@@ -141,6 +160,7 @@ impl Tracked {
     }
 }
 
+mod polls;
 #[cfg(test)]
 mod tests;
 
@@ -181,6 +201,8 @@ impl Reconciler {
             wave: Mutex::new(None),
             passes: AtomicU64::new(0),
             trigger_fault: Mutex::new(None),
+            polls: Mutex::new(HashMap::new()),
+            snapshots_wanted: Mutex::new(HashSet::new()),
             config,
         })
     }
@@ -241,6 +263,8 @@ impl Reconciler {
 
     fn untrack(&self, key: &InstanceKey) {
         lock(&self.tracker).remove(key);
+        lock(&self.polls).remove(key);
+        lock(&self.snapshots_wanted).remove(key);
     }
 
     pub fn shards(&self) -> &Shards {
@@ -288,10 +312,7 @@ impl Reconciler {
             };
             let this = self.clone();
             let workers = workers.clone();
-            tracker.spawn(async move {
-                this.run_batch(keys, workers).await;
-                drop(slot);
-            });
+            tracker.spawn(async move { this.run_batch(keys, slot, workers).await });
         }
         tracker.close();
         tracker.wait().await;
@@ -313,7 +334,62 @@ impl Reconciler {
             _ = shutdown.cancelled() => return None,
         };
         self.fill_batch(&mut keys, max).await;
+        self.defer_batch(&mut keys, max).await;
         Some((keys, slot))
+    }
+
+    /// A batch without user work waits (at most `poll_defer`) while the budget cannot serve
+    /// its observation at once, and takes in the keys that become due meanwhile: it leaves
+    /// the budget to user work (a write arriving meanwhile joins it and it goes at once),
+    /// and when a service is the bottleneck, its polls coalesce into fewer calls.
+    async fn defer_batch(&self, keys: &mut Vec<InstanceKey>, max: usize) {
+        let until = tokio::time::Instant::now() + self.config.poll_defer;
+        loop {
+            if keys.len() >= max || self.has_user_work(keys) {
+                return;
+            }
+            let delay = self.cloud.delay(&self.batch_cost(keys));
+            let now = tokio::time::Instant::now();
+            if delay.is_zero() || now >= until {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until((now + delay).min(until)) => {}
+                _ = self.queue.added() => {}
+            }
+            let due = self.queue.try_batch(max - keys.len());
+            keys.extend(due);
+        }
+    }
+
+    /// Whether someone waits for a key of the batch: taken as user work, or written to
+    /// since it was taken (its pass reads the record after this, so it serves the write).
+    fn has_user_work(&self, keys: &[InstanceKey]) -> bool {
+        keys.iter().any(|k| {
+            self.queue.running_priority(k) == Some(Priority::User) || self.queue.user_waiting(k)
+        })
+    }
+
+    /// What observing `keys` will cost, as far as known before reading them: a narrow poll
+    /// of the services of those that wait for tasks, a full observation (without snapshots)
+    /// of the others.
+    fn batch_cost(&self, keys: &[InstanceKey]) -> Vec<(&'static str, u32)> {
+        let narrow = {
+            let polls = lock(&self.polls);
+            keys.iter().filter(|k| polls.contains_key(*k)).count()
+        };
+        let calls = [
+            Call::ObserveServices(narrow),
+            Call::Observe(keys.len() - narrow, Scope::WITHOUT_SNAPSHOTS),
+        ];
+        let mut cost: Vec<(&'static str, u32)> = Vec::new();
+        for (service, n) in calls.iter().flat_map(|c| self.cloud.cost(c)) {
+            match cost.iter_mut().find(|(s, _)| *s == service) {
+                Some((_, total)) => *total += n,
+                None => cost.push((service, n)),
+            }
+        }
+        cost
     }
 
     /// Polls and resyncs are not urgent: a partial batch of them waits for keys that
@@ -325,10 +401,7 @@ impl Reconciler {
     async fn fill_batch(&self, keys: &mut Vec<InstanceKey>, max: usize) {
         let deadline = tokio::time::Instant::now() + self.config.batch_window;
         loop {
-            let user_work = keys
-                .iter()
-                .any(|k| self.queue.running_priority(k) == Some(Priority::User));
-            if keys.len() >= max || user_work {
+            if keys.len() >= max || self.has_user_work(keys) {
                 return;
             }
             let due = self.queue.try_batch(max - keys.len());
@@ -358,7 +431,102 @@ impl Reconciler {
         lock(&self.wave).as_ref().is_some_and(|w| !w.listed)
     }
 
-    async fn run_batch(self: Arc<Self>, batch: Vec<InstanceKey>, workers: Workers) {
+    /// Observes `batch` under its batch `slot`, given back once the observation is in;
+    /// then runs each pass. Keys whose last pass waits only for tasks to start are first
+    /// looked at through their service alone (`polls`); only those that are done waiting
+    /// join the full observation, which describes the RDS snapshots only if a pass can
+    /// need them.
+    async fn run_batch(
+        self: Arc<Self>,
+        batch: Vec<InstanceKey>,
+        slot: OwnedSemaphorePermit,
+        workers: Workers,
+    ) {
+        let live = self.read_batch(batch).await;
+        if live.is_empty() {
+            return;
+        }
+        let batch_keys: Vec<InstanceKey> = live.iter().map(|l| l.inst.key()).collect();
+        let lane = self.batch_lane(batch_keys.iter());
+        let (narrow, mut full): (Vec<Live>, Vec<Live>) =
+            live.into_iter().partition(|l| self.polls_narrowly(l));
+        let done = self.poll_services(narrow, lane).await;
+        if full.is_empty() && !done.is_empty() && !self.full_look_now(&done) {
+            // Polls whose tasks are up need a full look, but the budget cannot serve one
+            // at once: they join the next batch, which waits for it with others.
+            for l in done {
+                self.look_fully_soon(&l.inst.key());
+            }
+            return;
+        }
+        full.extend(done);
+        if full.is_empty() {
+            return;
+        }
+        let keys: Vec<InstanceKey> = full.iter().map(|l| l.inst.key()).collect();
+        let scope = Scope {
+            snapshots: full.iter().any(|l| self.wants_snapshots(l)),
+        };
+        let observe = CALL_CONTEXT.scope(
+            self.call_context(None, None, lane),
+            self.cloud.observe_scope(&keys, scope),
+        );
+        match observe.await {
+            Ok(mut observed) => {
+                for (l, obs) in full.iter_mut().zip(observed.iter_mut()) {
+                    obs.tasks = l.tasks.take();
+                }
+                let listing = self.list_tasks(&full, &mut observed, lane).await;
+                drop(slot);
+                let passes = full.into_iter().zip(observed).map(|(l, obs)| {
+                    let error = listing.as_ref().err().filter(|_| obs.tasks.is_none());
+                    let error = error.filter(|_| self.wants_tasks(&l.inst, &obs)).cloned();
+                    self.clone().pass(l, obs, error, workers.clone())
+                });
+                futures::future::join_all(passes).await;
+            }
+            Err(error) => {
+                warn!(instances = keys.len(), %error, "observation failed");
+                let outcome = if error.is_retryable() {
+                    Outcome::Failure
+                } else {
+                    Outcome::FailureAtLeast(self.config.problem_retry)
+                };
+                for l in full {
+                    self.record_observe_failure(&l.inst, l.claim.fence(), &error)
+                        .await;
+                    self.count_result(outcome);
+                    self.wave_done(&l.inst.key());
+                    self.queue.done(&l.inst.key(), outcome);
+                }
+            }
+        }
+    }
+
+    /// Whether a full observation of `live` (polls done waiting) is served at once; if not,
+    /// it is better shared with the next (deferred) batch.
+    fn full_look_now(&self, live: &[Live]) -> bool {
+        let keys: Vec<InstanceKey> = live.iter().map(|l| l.inst.key()).collect();
+        let cost = self
+            .cloud
+            .cost(&Call::Observe(keys.len(), Scope::WITHOUT_SNAPSHOTS));
+        self.has_user_work(&keys) || self.cloud.delay(&cost).is_zero()
+    }
+
+    /// Queues `key` again at once for a full pass.
+    fn look_fully_soon(&self, key: &InstanceKey) {
+        lock(&self.polls).remove(key);
+        let outcome = Outcome::Success {
+            requeue_after: Some(Duration::ZERO),
+        };
+        self.count_result(outcome);
+        self.wave_done(key);
+        self.queue.done(key, outcome);
+    }
+
+    /// Claims and reads each key of a batch (the instance and what its pass reads besides);
+    /// keys that cannot be reconciled here now are done with at once.
+    async fn read_batch(&self, batch: Vec<InstanceKey>) -> Vec<Live> {
         let mut live = Vec::with_capacity(batch.len());
         for key in batch {
             // Another replica owns it (an API write landed here): the owner picks it up from
@@ -375,8 +543,18 @@ impl Reconciler {
                     continue;
                 }
             };
-            match self.store.get(&key).await {
-                Ok(Some(inst)) => live.push((inst, claim)),
+            let read = match self.store.get(&key).await {
+                Ok(Some(inst)) => self.load_context(&inst).await.map(|c| Some((inst, c))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(Some((inst, context))) => live.push(Live {
+                    inst,
+                    claim,
+                    context,
+                    tasks: None,
+                }),
                 Ok(None) => {
                     self.untrack(&key);
                     self.wave_done(&key);
@@ -392,41 +570,18 @@ impl Reconciler {
                 }
             }
         }
-        if live.is_empty() {
-            return;
-        }
-        let keys: Vec<InstanceKey> = live.iter().map(|(inst, _)| inst.key()).collect();
-        let urgent = keys.iter().any(|k| self.is_urgent(k));
-        let observe = CALL_CONTEXT.scope(
-            self.call_context(None, None, urgent),
-            self.cloud.observe(&keys),
-        );
-        match observe.await {
-            Ok(mut observed) => {
-                let listing = self.list_tasks(&live, &mut observed, urgent).await;
-                let passes = live.into_iter().zip(observed).map(|((inst, claim), obs)| {
-                    let error = listing.as_ref().err().filter(|_| obs.tasks.is_none());
-                    let error = error.filter(|_| self.wants_tasks(&inst, &obs)).cloned();
-                    self.clone().pass(inst, claim, obs, error, workers.clone())
-                });
-                futures::future::join_all(passes).await;
-            }
-            Err(error) => {
-                warn!(instances = keys.len(), %error, "observation failed");
-                let outcome = if error.is_retryable() {
-                    Outcome::Failure
-                } else {
-                    Outcome::FailureAtLeast(self.config.problem_retry)
-                };
-                for (inst, claim) in live {
-                    self.record_observe_failure(&inst, claim.fence(), &error)
-                        .await;
-                    self.count_result(outcome);
-                    self.wave_done(&inst.key());
-                    self.queue.done(&inst.key(), outcome);
-                }
-            }
-        }
+        live
+    }
+
+    /// Whether the observation for `l` must describe the RDS snapshots: its plan can need
+    /// them, or its last plan asked for them.
+    fn wants_snapshots(&self, l: &Live) -> bool {
+        let input = PlanInput {
+            inst: &l.inst,
+            backups: &l.context.backups,
+            restore_from: l.context.restore_from.as_ref(),
+        };
+        needs_snapshots(&input) || lock(&self.snapshots_wanted).contains(&l.inst.key())
     }
 
     /// Whether the pass of `inst` needs its service's tasks listed to judge their health.
@@ -441,24 +596,24 @@ impl Reconciler {
     /// otherwise (ECS describes tasks of many services at once), into their observations.
     async fn list_tasks(
         &self,
-        live: &[(Instance, Claim)],
+        live: &[Live],
         observed: &mut [Observed],
-        urgent: bool,
+        lane: Lane,
     ) -> Result<(), CloudError> {
         let wanted: Vec<usize> = live
             .iter()
             .zip(observed.iter())
             .enumerate()
-            .filter(|(_, ((inst, _), obs))| self.wants_tasks(inst, obs))
+            .filter(|(_, (l, obs))| obs.tasks.is_none() && self.wants_tasks(&l.inst, obs))
             .map(|(i, _)| i)
             .collect();
         if wanted.is_empty() {
             return Ok(());
         }
-        let keys: Vec<InstanceKey> = wanted.iter().map(|&i| live[i].0.key()).collect();
+        let keys: Vec<InstanceKey> = wanted.iter().map(|&i| live[i].inst.key()).collect();
         let call = self.cloud.describe_tasks(&keys);
         let lists = CALL_CONTEXT
-            .scope(self.call_context(None, None, urgent), call)
+            .scope(self.call_context(None, None, lane), call)
             .await?;
         for (i, tasks) in wanted.into_iter().zip(lists) {
             observed[i].tasks = Some(tasks);
@@ -471,12 +626,17 @@ impl Reconciler {
     /// lease from being given back until the pass ends).
     async fn pass(
         self: Arc<Self>,
-        inst: Instance,
-        claim: Claim,
+        live: Live,
         obs: Observed,
         listing_error: Option<CloudError>,
         workers: Workers,
     ) {
+        let Live {
+            inst,
+            claim,
+            context,
+            ..
+        } = live;
         let key = inst.key();
         let priority = self.queue.running_priority(&key).unwrap_or(Priority::User);
         let _worker = workers.acquire(priority).await;
@@ -486,12 +646,15 @@ impl Reconciler {
             instance_id = %key.instance_id,
             generation = inst.metadata.generation
         );
-        let ctx = self.call_context(Some(&key), claim.fence(), self.is_urgent(&key));
+        let ctx = self.call_context(Some(&key), claim.fence(), self.lane(&key));
         let active = self.metrics.active_workers.with_label_values(&[CONTROLLER]);
         active.inc();
         let started = std::time::Instant::now();
         let outcome = CALL_CONTEXT
-            .scope(ctx, self.reconcile(inst, claim.fence(), obs, listing_error))
+            .scope(
+                ctx,
+                self.reconcile(inst, context, claim.fence(), obs, listing_error),
+            )
             .instrument(span)
             .await;
         active.dec();
@@ -557,43 +720,46 @@ impl Reconciler {
         &self,
         key: Option<&InstanceKey>,
         fence: Option<Fence>,
-        urgent: bool,
+        lane: Lane,
     ) -> CallContext {
         CallContext {
             replica: self.shards.replica_id().map(str::to_owned),
             fence: fence.map(|f| f.token),
-            urgent,
+            urgent: lane != Lane::Background,
+            follow_up: lane == Lane::FollowUp,
             pass: key.map(|_| self.passes.fetch_add(1, Ordering::Relaxed) + 1),
             attempt: key.map(|k| self.queue.failures(k)),
         }
     }
 
-    /// Whether `key` was taken from the queue for work someone waits on: an API write,
-    /// reconcile-now, or the follow-up of a change in progress (a requeue). Its cloud calls
-    /// then go ahead of the periodic resync's in the cloud's request budget.
-    fn is_urgent(&self, key: &InstanceKey) -> bool {
-        matches!(
-            self.queue.running_priority(key),
-            Some(Priority::User | Priority::Requeue)
-        )
+    /// The budget lane of `key`'s calls: user work (an API write, reconcile-now, arriving
+    /// meanwhile too) first, then the follow-up of a change in progress (a requeue), both
+    /// urgent, i.e. ahead of the periodic resync (see `CallContext`).
+    fn lane(&self, key: &InstanceKey) -> Lane {
+        if self.queue.user_waiting(key) {
+            return Lane::User;
+        }
+        match self.queue.running_priority(key) {
+            Some(Priority::User) | None => Lane::User,
+            Some(Priority::Requeue) => Lane::FollowUp,
+            Some(Priority::Resync) => Lane::Background,
+        }
+    }
+
+    /// The lane of a batch's shared calls: that of its most pressing key.
+    fn batch_lane<'a>(&self, keys: impl Iterator<Item = &'a InstanceKey>) -> Lane {
+        keys.map(|k| self.lane(k)).min().unwrap_or(Lane::Background)
     }
 
     /// `fence`: the pass's claim on the shard; every status write presents it.
     async fn reconcile(
         &self,
         inst: Instance,
+        context: PassContext,
         fence: Option<Fence>,
         mut obs: Observed,
         listing_error: Option<CloudError>,
     ) -> Outcome {
-        let key = inst.key();
-        let context = match self.load_context(&inst).await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "store read failed");
-                return Outcome::Failure;
-            }
-        };
         let mut outcome = PassOutcome {
             handled_request: inst
                 .metadata
@@ -615,6 +781,22 @@ impl Reconciler {
             restore_from: context.restore_from.as_ref(),
         };
         let plan = plan(&input, &obs);
+        let ended = self.act(&inst, &context, fence, &obs, &plan, outcome).await;
+        self.note_plan(&inst, &plan, &ended);
+        ended
+    }
+
+    /// Executes the plan of a pass, writes its status and events, and says how it ended.
+    async fn act(
+        &self,
+        inst: &Instance,
+        context: &PassContext,
+        fence: Option<Fence>,
+        obs: &Observed,
+        plan: &Plan,
+        mut outcome: PassOutcome,
+    ) -> Outcome {
+        let key = inst.key();
         let mut backups = context.backups.clone();
         // The lease may have run low while observing: never act on a shard we may have
         // lost. Look again after the next lease round; if the shard moved, that pass will
@@ -629,8 +811,8 @@ impl Reconciler {
         if outcome.error.is_none() {
             outcome.error = self
                 .execute(
-                    &inst,
-                    &plan,
+                    inst,
+                    plan,
                     &mut backups,
                     &mut outcome.started_restore_job,
                     &mut applied,
@@ -650,17 +832,17 @@ impl Reconciler {
         }
         let error = outcome.error.clone();
         let at = now();
-        let status = next_status(&inst, &obs, &plan, outcome, at);
+        let status = next_status(inst, obs, plan, outcome, at);
         let record = PassRecord {
-            inst: &inst,
+            inst,
             backups: &context.backups,
-            plan: &plan,
+            plan,
             applied: &applied,
             error: error.as_ref(),
             status: &status,
         };
         let events = pass_events(&record, at);
-        self.record_convergence(&inst, &status);
+        self.record_convergence(inst, &status);
         if status.phase != inst.status.phase {
             info!(
                 from = inst.status.phase.as_str(),
@@ -674,7 +856,7 @@ impl Reconciler {
         {
             return early;
         }
-        if !self.record_backups(&mut backups, &plan).await {
+        if !self.record_backups(&mut backups, plan).await {
             return Outcome::Failure;
         }
         if let Some(e) = &outcome_error {
@@ -687,7 +869,7 @@ impl Reconciler {
             };
         }
         Outcome::Success {
-            requeue_after: self.requeue_after(&plan),
+            requeue_after: self.requeue_after(plan),
         }
     }
 
@@ -897,6 +1079,10 @@ impl Reconciler {
     }
 
     fn requeue_after(&self, plan: &Plan) -> Option<Duration> {
+        if plan.needs_snapshots {
+            // Nothing was decided about what needs them: look again with them at once.
+            return Some(Duration::ZERO);
+        }
         if plan.waits.is_empty() && plan.problem.is_none() {
             debug!("converged");
             return None;

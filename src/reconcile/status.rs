@@ -88,10 +88,19 @@ fn replicas(obs: &Observed) -> Replicas {
 fn resources(inst: &Instance, obs: &Observed, now: Timestamp) -> Resources {
     let prev_service = inst.status.resources.service.as_ref();
     let (access_point, database) = current(inst, obs);
-    let final_snapshot = database.and_then(|d| {
-        let id = ResourceNames::final_snapshot(&d.identifier);
-        obs.snapshots.iter().find(|s| s.id == id)
-    });
+    let final_snapshot = match obs.snapshots.observed() {
+        Some(snapshots) => database
+            .and_then(|d| {
+                let id = ResourceNames::final_snapshot(&d.identifier);
+                snapshots.iter().find(|s| s.id == id)
+            })
+            .map(|s| ResourceRef {
+                id: s.id.clone(),
+                arn: s.arn.clone(),
+            }),
+        // Not described this pass: as last seen.
+        None => inst.status.resources.final_snapshot.clone(),
+    };
     Resources {
         service: obs.service.as_ref().map(|s| {
             let prev_desired = inst.status.replicas.desired;
@@ -112,10 +121,7 @@ fn resources(inst: &Instance, obs: &Observed, now: Timestamp) -> Resources {
             id: l.name.clone(),
             arn: l.arn.clone(),
         }),
-        final_snapshot: final_snapshot.map(|s| ResourceRef {
-            id: s.id.clone(),
-            arn: s.arn.clone(),
-        }),
+        final_snapshot,
     }
 }
 
@@ -322,6 +328,7 @@ mod tests {
             problem: None,
             backups: vec![],
             restore: None,
+            needs_snapshots: false,
         }
     }
 
@@ -429,6 +436,7 @@ mod tests {
             problem: None,
             backups: vec![],
             restore: None,
+            needs_snapshots: false,
         };
         let s = next_status(&i, &obs, &p, PassOutcome::default(), now());
         assert_eq!(

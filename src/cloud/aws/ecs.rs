@@ -71,7 +71,7 @@ pub struct ServiceSpec<'a> {
 
 impl AwsCloud {
     /// The services of `names` (ACTIVE or DRAINING), by name.
-    pub(super) async fn observe_services(
+    pub(super) async fn services_named(
         &self,
         names: &[String],
     ) -> AwsResult<HashMap<String, ObservedService>> {

@@ -624,6 +624,8 @@ async fn delete_database_needs_an_available_final_snapshot() {
     let snap = observe1(&cloud, &k)
         .await
         .snapshots
+        .observed()
+        .expect("snapshots observed")
         .first()
         .cloned()
         .expect("snapshot");
@@ -639,6 +641,8 @@ async fn delete_database_needs_an_available_final_snapshot() {
 
     until(&cloud, &k, "snapshot", |o| {
         o.snapshots
+            .observed()
+            .expect("snapshots observed")
             .first()
             .filter(|s| s.state == SnapshotState::Available)
             .map(drop)
@@ -655,7 +659,12 @@ async fn delete_database_needs_an_available_final_snapshot() {
     })
     .await;
     assert!(
-        !observe1(&cloud, &k).await.snapshots.is_empty(),
+        !observe1(&cloud, &k)
+            .await
+            .snapshots
+            .observed()
+            .expect("snapshots observed")
+            .is_empty(),
         "snapshots outlive the DB"
     );
     assert_eq!(stat(&cloud, "rds:DeleteDBInstance").errors, 2);

@@ -17,7 +17,7 @@
 //! the deployment's id (its rollout state came from ECS, not from counts).
 
 use crate::cloud::{ObservedService, ObservedTask, Rollout, ServiceState};
-use crate::model::ServiceStatus;
+use crate::model::{DesiredState, Instance, ServiceStatus};
 
 /// How the health of a service's tasks is known this pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +99,35 @@ pub fn should_list(prev: Option<&ServiceStatus>, prev_desired: u32, svc: &Observ
     svc.desired_count > 0
         && settled(svc)
         && judge(prev, prev_desired, svc, None) == TaskHealth::Unknown
+}
+
+/// For a pass whose last plan waited only for the service's tasks: whether `svc` (and
+/// `tasks`, when listed) show it still has to wait, so that looking at the service alone
+/// suffices and nothing need be planned: the service runs towards the count the spec asks
+/// for (or zero, suspended) and has not settled, or a list shows fewer healthy tasks than
+/// wanted. Anything else (done, gone, draining, another count, health known) calls for a
+/// full pass.
+pub fn still_starting(
+    inst: &Instance,
+    svc: Option<&ObservedService>,
+    tasks: Option<&[ObservedTask]>,
+) -> bool {
+    let Some(svc) = svc else { return false };
+    let target = match inst.spec.state {
+        DesiredState::Active => inst.spec.configuration.desired_count,
+        DesiredState::Suspended => 0,
+    };
+    if svc.state != ServiceState::Active || svc.desired_count != target {
+        return false;
+    }
+    if !settled(svc) {
+        return true;
+    }
+    let prev = inst.status.resources.service.as_ref();
+    match judge(prev, inst.status.replicas.desired, svc, tasks) {
+        TaskHealth::Listed { healthy } => healthy < target as usize,
+        _ => false,
+    }
 }
 
 /// The `healthStatus` word status shows: HEALTHY only when known (the next pass relies on

@@ -11,7 +11,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::cloud::{ObservedLogGroup, ObservedSnapshot, ObservedTask, Rollout};
+use crate::cloud::{ObservedLogGroup, ObservedSnapshot, ObservedTask, Rollout, Seen};
 use crate::model::{Backup, BackupStatus, Configuration, InstanceKey, RestoreStatus, Timestamp};
 
 fn key() -> InstanceKey {
@@ -276,15 +276,23 @@ fn observed(ok_only: bool) -> impl Strategy<Value = Observed> {
                 });
             }
             for (id, state) in snaps {
-                if o.snapshots.iter().any(|s| s.id == id.0) {
+                if o.snapshots
+                    .observed()
+                    .expect("snapshots observed")
+                    .iter()
+                    .any(|s| s.id == id.0)
+                {
                     continue;
                 }
-                o.snapshots.push(ObservedSnapshot {
-                    arn: format!("arn:snap:{}", id.0),
-                    id: id.0,
-                    state,
-                    db_identifier: id.1,
-                });
+                o.snapshots
+                    .observed_mut()
+                    .expect("snapshots observed")
+                    .push(ObservedSnapshot {
+                        arn: format!("arn:snap:{}", id.0),
+                        id: id.0,
+                        state,
+                        db_identifier: id.1,
+                    });
             }
             if let Some((active, desired, running, pending, image_ok, ap, db, done)) = service {
                 o.service = Some(ObservedService {
@@ -407,7 +415,12 @@ fn check_destruction(inst: &Instance, o: &Observed, p: &Plan) -> Result<(), Stri
             final_snapshot_id,
         } = step
         {
-            let snap = o.snapshots.iter().find(|s| &s.id == final_snapshot_id);
+            let snap = o
+                .snapshots
+                .observed()
+                .expect("snapshots observed")
+                .iter()
+                .find(|s| &s.id == final_snapshot_id);
             if !snap.is_some_and(|s| {
                 s.state == SnapshotState::Available && &s.db_identifier == identifier
             }) {
@@ -560,7 +573,7 @@ fn converged_world(inst: &Instance) -> Observed {
             endpoint: Some(endpoint(&db)),
             instance_class: db_instance_class(inst.spec.tier).into(),
         }],
-        snapshots: vec![],
+        snapshots: Seen::Observed(vec![]),
         log_group: Some(ObservedLogGroup {
             name: n.log_group.clone(),
             arn: "arn:lg".into(),
@@ -616,12 +629,16 @@ fn carry_out(o: &mut Observed, step: &Step) {
         Step::SnapshotDatabase {
             identifier,
             snapshot_id,
-        } => o.snapshots.push(ObservedSnapshot {
-            id: snapshot_id.clone(),
-            arn: "arn:snap".into(),
-            state: SnapshotState::Available,
-            db_identifier: identifier.clone(),
-        }),
+        } => o
+            .snapshots
+            .observed_mut()
+            .expect("snapshots observed")
+            .push(ObservedSnapshot {
+                id: snapshot_id.clone(),
+                arn: "arn:snap".into(),
+                state: SnapshotState::Available,
+                db_identifier: identifier.clone(),
+            }),
         Step::DeleteDatabase { identifier, .. } => {
             o.databases.retain(|d| &d.identifier != identifier)
         }
@@ -680,7 +697,7 @@ fn settle(o: &mut Observed) {
     for a in &mut o.access_points {
         a.state = AccessPointState::Available;
     }
-    for s in &mut o.snapshots {
+    for s in o.snapshots.observed_mut().expect("snapshots observed") {
         s.state = SnapshotState::Available;
     }
     if o.service

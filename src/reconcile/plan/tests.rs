@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::cloud::{
-    ObservedAccessPoint, ObservedLogGroup, ObservedSnapshot, ObservedTask, Rollout, ServiceState,
-    SnapshotState,
+    ObservedAccessPoint, ObservedLogGroup, ObservedSnapshot, ObservedTask, Rollout, Seen,
+    ServiceState, SnapshotState,
 };
 use crate::model::{Configuration, InstanceKey, now};
 
@@ -95,7 +95,7 @@ fn world() -> Observed {
         service: Some(svc(2, 2, 0)),
         access_points: vec![ap(AccessPointState::Available)],
         databases: vec![db(DbState::Available)],
-        snapshots: vec![],
+        snapshots: Seen::Observed(vec![]),
         jobs: vec![],
         log_group: Some(ObservedLogGroup {
             name: names().log_group,
@@ -554,7 +554,7 @@ fn delete_snapshots_the_database_before_deleting_it() {
         Phase::Deprovisioning,
         false,
     );
-    o.snapshots = vec![snapshot(SnapshotState::Creating)];
+    o.snapshots = Seen::Observed(vec![snapshot(SnapshotState::Creating)]);
     check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -562,7 +562,7 @@ fn delete_snapshots_the_database_before_deleting_it() {
         Phase::Deprovisioning,
         false,
     );
-    o.snapshots = vec![snapshot(SnapshotState::Available)];
+    o.snapshots = Seen::Observed(vec![snapshot(SnapshotState::Available)]);
     let p = check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -606,7 +606,7 @@ fn a_failed_final_snapshot_keeps_the_database() {
     let mut o = world();
     o.service = None;
     o.access_points.clear();
-    o.snapshots = vec![snapshot(SnapshotState::Failed)];
+    o.snapshots = Seen::Observed(vec![snapshot(SnapshotState::Failed)]);
     let p = check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -623,7 +623,7 @@ fn delete_removes_the_log_group_last() {
     o.service = None;
     o.access_points.clear();
     o.databases.clear();
-    o.snapshots = vec![snapshot(SnapshotState::Available)];
+    o.snapshots = Seen::Observed(vec![snapshot(SnapshotState::Available)]);
     check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -687,7 +687,7 @@ fn all_observations() -> Vec<Observed> {
                             service: s.clone(),
                             access_points: a.clone(),
                             databases: d.clone(),
-                            snapshots: f.clone(),
+                            snapshots: Seen::Observed(f.clone()),
                             log_group: l,
                             tasks: None,
                             jobs: vec![],
@@ -723,7 +723,12 @@ fn invariants_hold_for_every_combination() {
                     final_snapshot_id, ..
                 } = step
                 {
-                    let snap = o.snapshots.iter().find(|s| &s.id == final_snapshot_id);
+                    let snap = o
+                        .snapshots
+                        .observed()
+                        .expect("snapshots observed")
+                        .iter()
+                        .find(|s| &s.id == final_snapshot_id);
                     assert_eq!(snap.map(|s| s.state), Some(SnapshotState::Available));
                 }
                 if let Step::CreateService { .. } = step {
@@ -819,7 +824,7 @@ fn a_running_backup_is_followed_not_restarted() {
     let bk = backup(BackupStatus::Running, Some("job-1"));
     let mut o = world();
     o.jobs = vec![job(JobKind::Backup, "job-1", JobState::Running)];
-    o.snapshots = vec![backup_snapshot(SnapshotState::Creating)];
+    o.snapshots = Seen::Observed(vec![backup_snapshot(SnapshotState::Creating)]);
     let p = plan_with(&inst(Phase::Active), &[bk], None, &o);
     assert!(p.steps.is_empty(), "{:?}", p.steps);
     assert!(p.backups.is_empty(), "nothing changed");
@@ -830,7 +835,7 @@ fn a_backup_completes_when_both_parts_are_done() {
     let bk = backup(BackupStatus::Running, Some("job-1"));
     let mut o = world();
     o.jobs = vec![job(JobKind::Backup, "job-1", JobState::Completed)];
-    o.snapshots = vec![backup_snapshot(SnapshotState::Available)];
+    o.snapshots = Seen::Observed(vec![backup_snapshot(SnapshotState::Available)]);
     let p = plan_with(&inst(Phase::Active), &[bk], None, &o);
     let done = &p.backups[0];
     assert_eq!(done.status, BackupStatus::Completed);
@@ -1113,12 +1118,15 @@ fn after_a_restore_the_superseded_data_is_snapshotted_then_retired() {
     );
     // Once the retirement snapshot exists, the old database goes.
     o.access_points.retain(|a| a.id == "fsap-2");
-    o.snapshots.push(ObservedSnapshot {
-        id: ResourceNames::retirement_snapshot(&old_db),
-        arn: "arn:ret".into(),
-        state: SnapshotState::Available,
-        db_identifier: old_db.clone(),
-    });
+    o.snapshots
+        .observed_mut()
+        .expect("snapshots observed")
+        .push(ObservedSnapshot {
+            id: ResourceNames::retirement_snapshot(&old_db),
+            arn: "arn:ret".into(),
+            state: SnapshotState::Available,
+            db_identifier: old_db.clone(),
+        });
     let p = plan_with(&i, &[], None, &o);
     assert_eq!(step_names(&p), ["DeleteDatabase"]);
     assert!(p.converged, "retirement is housekeeping");

@@ -146,6 +146,8 @@ fn inventory_db(cloud: &SimCloud, identifier: &str) -> DatabaseView {
 async fn until_snapshot_available(cloud: &SimCloud, k: &InstanceKey, id: &str) {
     until(cloud, k, id, |o| {
         o.snapshots
+            .observed()
+            .expect("snapshots observed")
             .iter()
             .any(|s| s.id == id && s.state == SnapshotState::Available)
             .then_some(())
@@ -207,6 +209,8 @@ async fn observation_lists_every_epoch_of_the_instance() {
     let seen = observe1(&cloud, &k).await;
     let snaps: Vec<(&str, &str)> = seen
         .snapshots
+        .observed()
+        .expect("snapshots observed")
         .iter()
         .map(|x| (x.id.as_str(), x.db_identifier.as_str()))
         .collect();
@@ -223,6 +227,8 @@ async fn observation_lists_every_epoch_of_the_instance() {
     assert_eq!(
         theirs
             .snapshots
+            .observed()
+            .expect("snapshots observed")
             .iter()
             .map(|x| x.id.as_str())
             .collect::<Vec<_>>(),
@@ -601,7 +607,10 @@ async fn a_full_backup_and_restore_cycle_brings_back_the_backed_up_data() {
     let seen = observe1(&cloud, &k).await;
     assert_eq!(seen.access_points.len(), 2);
     assert_eq!(seen.databases.len(), 2);
-    assert_eq!(seen.snapshots.len(), 1);
+    assert_eq!(
+        seen.snapshots.observed().expect("snapshots observed").len(),
+        1
+    );
     // The superseded epoch still holds B until the controller retires it.
     assert_eq!(cloud.directory(&n.access_point_root(None)), "B");
     assert_eq!(inventory_db(&cloud, &n.database(None)).data, "B");
