@@ -176,7 +176,8 @@ fn service_status(
     }
 }
 
-fn task_status(t: &ObservedTask) -> TaskStatus {
+/// A listed task as status shows it.
+pub fn task_status(t: &ObservedTask) -> TaskStatus {
     TaskStatus {
         id: t.id.clone(),
         status: t.last_status.clone(),

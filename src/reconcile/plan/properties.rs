@@ -449,6 +449,47 @@ proptest! {
         }
     }
 
+    /// Snapshots left out of an observation are never read as "none": without them the
+    /// plan takes no snapshot and deletes no database, takes no step it would not take with
+    /// any snapshots seen, decides convergence the same way, and whenever seeing them would
+    /// have changed anything, it says it needs them.
+    #[test]
+    fn snapshots_not_observed_are_never_taken_for_absent(
+        (inst, backups, restore_from) in desired(true),
+        o in observed(false),
+    ) {
+        let input = PlanInput { inst: &inst, backups: &backups, restore_from: restore_from.as_ref() };
+        let seen = plan(&input, &o);
+        let mut blind = o.clone();
+        blind.snapshots = Seen::NotObserved;
+        let p = plan(&input, &blind);
+        for step in &p.steps {
+            prop_assert!(
+                !matches!(step, Step::SnapshotDatabase { .. } | Step::DeleteDatabase { .. }),
+                "{step:?} without the snapshots observed"
+            );
+            prop_assert!(seen.steps.contains(step), "{step:?} not planned with them: {:?}", seen.steps);
+        }
+        prop_assert_eq!(p.converged, seen.converged);
+        if !p.needs_snapshots {
+            prop_assert_eq!(&p.steps, &seen.steps);
+            prop_assert_eq!(p.phase, seen.phase);
+            prop_assert_eq!(&p.waits, &seen.waits);
+            prop_assert_eq!(&p.backups, &seen.backups);
+            prop_assert_eq!(&p.restore, &seen.restore);
+        }
+        // The runner observes them up front whenever the plan can need them; the plan
+        // asks afterwards only for data of another epoch with no restore in status.
+        if p.needs_snapshots && !needs_snapshots(&input) {
+            let (epoch, _) = data_generation(&inst);
+            let current = names().database(epoch.as_deref());
+            prop_assert!(
+                o.databases.iter().any(|d| d.identifier != current),
+                "asked for snapshots the runner did not foresee: {o:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_converged_pair_yields_no_step((inst, _, _) in desired(false)) {
         let o = converged_world(&inst);

@@ -579,6 +579,45 @@ fn delete_snapshots_the_database_before_deleting_it() {
     );
 }
 
+/// Snapshots the observation left out are not "none": nothing is snapshotted or deleted,
+/// the plan waits and asks to look again with them.
+#[test]
+fn delete_without_observed_snapshots_decides_nothing_about_the_database() {
+    let mut o = world();
+    o.service = None;
+    o.access_points.clear();
+    o.snapshots = Seen::NotObserved;
+    let p = check(
+        &deleted(Phase::Deprovisioning),
+        &o,
+        &[],
+        Phase::Deprovisioning,
+        false,
+    );
+    assert!(p.needs_snapshots);
+    assert_eq!(p.waits[0].reason, "LookingForSnapshot");
+    // A database already being deleted needs no snapshot to be waited for.
+    o.databases = vec![db(DbState::Deleting)];
+    let p = check(
+        &deleted(Phase::Deprovisioning),
+        &o,
+        &[],
+        Phase::Deprovisioning,
+        false,
+    );
+    assert!(!p.needs_snapshots);
+}
+
+#[test]
+fn a_live_instance_needs_no_snapshots() {
+    let mut o = world();
+    o.snapshots = Seen::NotObserved;
+    let p = check(&inst(Phase::Active), &o, &[], Phase::Active, true);
+    assert!(!p.needs_snapshots);
+    assert!(!needs_snapshots(&PlanInput::new(&inst(Phase::Active))));
+    assert!(needs_snapshots(&PlanInput::new(&deleted(Phase::Active))));
+}
+
 #[test]
 fn delete_waits_for_a_database_in_transition() {
     let mut o = world();
@@ -828,6 +867,23 @@ fn a_running_backup_is_followed_not_restarted() {
     let p = plan_with(&inst(Phase::Active), &[bk], None, &o);
     assert!(p.steps.is_empty(), "{:?}", p.steps);
     assert!(p.backups.is_empty(), "nothing changed");
+}
+
+#[test]
+fn a_backup_is_not_judged_without_its_snapshot_observed() {
+    let bk = backup(BackupStatus::Running, Some("job-1"));
+    let mut o = world();
+    o.jobs = vec![job(JobKind::Backup, "job-1", JobState::Completed)];
+    o.snapshots = Seen::NotObserved;
+    let p = plan_with(&inst(Phase::Active), std::slice::from_ref(&bk), None, &o);
+    assert!(p.steps.is_empty(), "no second snapshot: {:?}", p.steps);
+    assert!(p.backups.is_empty(), "progress unchanged until it is seen");
+    assert!(p.needs_snapshots && !p.waits.is_empty());
+    assert!(needs_snapshots(&PlanInput {
+        inst: &inst(Phase::Active),
+        backups: &[bk],
+        restore_from: None,
+    }));
 }
 
 #[test]
