@@ -211,7 +211,11 @@ fn io(what: &str, path: &Path, e: &std::io::Error) -> RelocateError {
 pub fn relocate(req: &Request) -> Result<Outcome, RelocateError> {
     let source = relative(&req.source, "source")?;
     let target = relative(&req.target, "target")?;
-    if target.starts_with(RECOVERY_PREFIX) {
+    if req
+        .target
+        .trim_start_matches('/')
+        .starts_with(RECOVERY_PREFIX)
+    {
         return Err(RelocateError::BadRequest(format!(
             "target {} is inside a recovery directory",
             req.target

@@ -15,8 +15,9 @@
 //!   returns the task it started;
 //! * it starts only for a completed restore job of the same instance (the AWS driver reads
 //!   the job first and refuses otherwise);
-//! * a recovery directory is moved by at most one relocation: one already moved, or being
-//!   moved, is no candidate.
+//! * a recovery directory already moved away is no candidate; two relocations of the same
+//!   item (a re-run while the first still runs) both take it, and the first to complete
+//!   moves it (the other finds it in place, as the real task does: rename is atomic).
 
 use super::backup::{JobFailure, JobRec, JobType, split_recovery_path};
 use super::calls::Api;
@@ -130,11 +131,7 @@ impl Inventory {
             .writes_by_root
             .keys()
             .filter_map(|path| split_recovery_path(path).map(|(name, source)| (path, name, source)))
-            .filter(|(path, _, source)| {
-                *source == item
-                    && self.directory_at(path, t).is_some()
-                    && !self.being_moved(path, t)
-            })
+            .filter(|(path, _, source)| *source == item && self.directory_at(path, t).is_some())
             .map(|(_, name, _)| Candidate {
                 name: name.to_owned(),
                 time: relocate::name_time(name),
@@ -150,15 +147,5 @@ impl Inventory {
                 Err(format!("exit {code}: {refusal}"))
             }
         }
-    }
-
-    /// Whether a relocation still running at `t` takes `path` away.
-    fn being_moved(&self, path: &str, t: Millis) -> bool {
-        self.moves_by_source
-            .get(path)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.jobs.get(id))
-            .any(|job| job.state(t) == JobState::Running)
     }
 }
