@@ -607,10 +607,10 @@ impl EcsFront {
         while self.held.load(std::sync::atomic::Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if let Some(i) = command.iter().position(|a| a == "--root") {
-            if let Some(root) = command.get_mut(i + 1) {
-                *root = self.file_system.display().to_string();
-            }
+        if let Some(i) = command.iter().position(|a| a == "--root")
+            && let Some(root) = command.get_mut(i + 1)
+        {
+            *root = self.file_system.display().to_string();
         }
         let out = tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_wpfleet"))
