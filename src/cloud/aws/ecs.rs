@@ -607,7 +607,7 @@ fn count(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
-fn ecs_tags(key: &InstanceKey) -> Vec<Tag> {
+pub(super) fn ecs_tags(key: &InstanceKey) -> Vec<Tag> {
     tags(key)
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
