@@ -79,6 +79,20 @@ impl World {
         BinaryServer::spawn_with_env(dir, &args, &env)
     }
 
+    async fn active_task_definitions(&self, family: &str) -> Vec<Value> {
+        let out = self
+            .moto
+            .ecs(
+                "ListTaskDefinitions",
+                json!({ "familyPrefix": family, "status": "ACTIVE" }),
+            )
+            .await;
+        out["taskDefinitionArns"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     async fn service(&self, name: &str) -> Value {
         let out = self
             .moto
@@ -261,6 +275,13 @@ async fn one_instance_through_its_lifecycle_on_aws() {
     );
 
     // Delete: everything goes but the final snapshot.
+    assert!(
+        !world
+            .active_task_definitions(&service_name)
+            .await
+            .is_empty(),
+        "the service runs a registered task definition"
+    );
     let r = c.delete(&path).await;
     assert_eq!(r.status, 202, "{:#}", r.body);
     c.wait_for(&path, PATIENCE, |b| b["status"]["phase"] == "DEPROVISIONED")
@@ -281,6 +302,11 @@ async fn one_instance_through_its_lifecycle_on_aws() {
         )
         .await;
     assert_eq!(groups["logGroups"], json!([]), "the log group is gone");
+    assert_eq!(
+        world.active_task_definitions(&service_name).await,
+        Vec::<Value>::new(),
+        "no task definition revision is left ACTIVE"
+    );
 }
 
 /// The raw XML of an RDS describe call (enough to search for identifiers).

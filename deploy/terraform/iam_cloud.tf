@@ -183,7 +183,8 @@ resource "aws_iam_role_policy_attachment" "wpfleet_backup_restores" {
 # --- The controller's own permissions --------------------------------------------------
 
 data "aws_iam_policy_document" "wpfleet_cloud" {
-  # ECS: describes cannot be scoped; services are named wp-* on the cluster.
+  # ECS: describes and task definition calls cannot be scoped; services are named wp-* on
+  # the cluster.
   statement {
     sid = "EcsRead"
     actions = [
@@ -193,6 +194,8 @@ data "aws_iam_policy_document" "wpfleet_cloud" {
       "ecs:ListTasks",
       "ecs:DescribeTasks",
       "ecs:RegisterTaskDefinition",
+      "ecs:ListTaskDefinitions",
+      "ecs:DeregisterTaskDefinition",
     ]
     resources = ["*"]
   }

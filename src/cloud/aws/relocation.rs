@@ -64,7 +64,12 @@ const TASK_MEMORY: &str = "512";
 
 /// The task definition family of an instance's relocation task.
 pub fn family(key: &InstanceKey) -> String {
-    format!("{}-relocate", ResourceNames::for_key(key).service)
+    family_of_service(&ResourceNames::for_key(key).service)
+}
+
+/// The relocation task definition family that goes with the service `service`.
+pub fn family_of_service(service: &str) -> String {
+    format!("{service}-relocate")
 }
 
 /// What a relocation task definition must say to be reused.

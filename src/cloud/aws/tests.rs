@@ -252,7 +252,7 @@ mod ecs_service {
     use aws_sdk_ecs::operation::update_service::UpdateServiceOutput;
     use aws_sdk_ecs::types::{
         ContainerDefinition, EfsAuthorizationConfig, EfsVolumeConfiguration, KeyValuePair, Service,
-        TaskDefinition, Volume,
+        TaskDefinition, TaskDefinitionStatus, Volume,
     };
 
     const TD: &str = "arn:aws:ecs:eu-west-1:123456789012:task-definition/wp:7";
@@ -374,6 +374,64 @@ mod ecs_service {
             Ok(StepOutcome::Done)
         );
         assert_eq!((register.num_calls(), update.num_calls()), (0, 1));
+    }
+
+    /// ListTaskDefinitions' familyPrefix is a prefix: `wp-t1-blog` also lists the revisions
+    /// of an instance named `blog2`, which must stay registered.
+    #[tokio::test]
+    async fn deleting_the_service_deregisters_exactly_its_families_revisions() {
+        use aws_sdk_ecs::operation::delete_service::DeleteServiceOutput;
+        use aws_sdk_ecs::operation::deregister_task_definition::DeregisterTaskDefinitionOutput;
+        use aws_sdk_ecs::operation::list_task_definitions::ListTaskDefinitionsOutput;
+        let service = names().service;
+        let arn = |family: &str, rev: u32| {
+            format!("arn:aws:ecs:eu-west-1:123456789012:task-definition/{family}:{rev}")
+        };
+        let listed = [
+            arn(&service, 1),
+            arn(&service, 2),
+            arn(&format!("{service}2"), 1),
+            arn(&format!("{service}-relocate"), 1),
+        ];
+        let list = mock!(aws_sdk_ecs::Client::list_task_definitions)
+            .match_requests(|r| r.status() == Some(&TaskDefinitionStatus::Active))
+            .then_output(move || {
+                ListTaskDefinitionsOutput::builder()
+                    .set_task_definition_arns(Some(listed.to_vec()))
+                    .build()
+            });
+        let deregistered = Arc::new(Mutex::new(Vec::new()));
+        let seen = deregistered.clone();
+        let deregister = mock!(aws_sdk_ecs::Client::deregister_task_definition)
+            .match_requests(move |r| {
+                seen.lock()
+                    .unwrap()
+                    .push(r.task_definition().unwrap_or_default().to_owned());
+                true
+            })
+            .then_output(|| DeregisterTaskDefinitionOutput::builder().build());
+        let delete = mock!(aws_sdk_ecs::Client::delete_service)
+            .then_output(|| DeleteServiceOutput::builder().build());
+        let cloud = Mocks {
+            ecs: vec![delete, list, deregister],
+            ..Mocks::default()
+        }
+        .cloud()
+        .await;
+        let step = Step::DeleteService {
+            name: service.clone(),
+        };
+        assert_eq!(apply(&cloud, &step).await, Ok(StepOutcome::Done));
+        let mut got = deregistered.lock().unwrap().clone();
+        got.sort();
+        got.dedup();
+        let mut want = vec![
+            arn(&service, 1),
+            arn(&service, 2),
+            arn(&format!("{service}-relocate"), 1),
+        ];
+        want.sort();
+        assert_eq!(got, want);
     }
 }
 
