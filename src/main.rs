@@ -42,6 +42,9 @@ enum Command {
     /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves), or with
     /// `--markdown` the reference in docs/API.md.
     Openapi(OpenapiArgs),
+    /// Move a restore's recovered files into place (what the AWS driver's relocation task
+    /// runs, with the EFS file system root mounted; docs/AWS.md).
+    RelocateRestore(wpfleet::cloud::relocate::RelocateArgs),
     #[command(flatten)]
     Client(wpfleet::cli::CliCommand),
 }
@@ -322,6 +325,7 @@ fn main() -> ExitCode {
                 openapi(args);
                 Ok(ExitCode::SUCCESS)
             }
+            Command::RelocateRestore(args) => Ok(wpfleet::cloud::relocate::run(args)),
             Command::Client(cmd) => wpfleet::cli::run(cmd).await,
         }
     });

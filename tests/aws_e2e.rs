@@ -1,12 +1,18 @@
 //! End to end on the AWS driver: `wpfleet serve --cloud aws` (the real binary) against moto,
-//! with the test stand-ins for what moto lacks (ECS's scheduler and awslogs; AWS Backup as
-//! a test fake reached through `AWS_ENDPOINT_URL_BACKUP`). See docs/AWS.md.
+//! with the test stand-ins for what moto lacks (ECS's scheduler and awslogs; the
+//! relocation task's RunTask, in front of moto's ECS through `AWS_ENDPOINT_URL_ECS`; AWS
+//! Backup as a test fake reached through `AWS_ENDPOINT_URL_BACKUP`). A local directory
+//! plays the EFS file system: the fake backs it up and restores into recovery directories
+//! as AWS Backup does, and the relocation task (the real `wpfleet relocate-restore`) moves
+//! the restored files into place there. See docs/AWS.md.
 //!
 //! * one instance through create → scale → suspend → resume → backup → delete, checking
 //!   what AWS (moto) holds after each step, and that a converged reconcile makes no
 //!   mutating AWS call;
-//! * a controller killed (SIGKILL) while a backup job runs, and again while a restore job
-//!   runs, resumes each job after restart without starting a second one.
+//! * a controller killed (SIGKILL) while a backup job runs, again while a restore job
+//!   runs, and again while the relocation task runs, resumes each after restart without
+//!   starting a second one, and the backed-up files end up where the restored access
+//!   point looks.
 
 #[path = "common/aws.rs"]
 mod aws_support;
@@ -21,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_support::{EcsSchedulerStandIn, Infra, Moto};
+use aws_support::{EcsFront, EcsSchedulerStandIn, Infra, Moto};
 use backup_fake::{BackupFake, Kind};
 use common::{BinaryServer, Client, instance_path};
 use serde_json::{Value, json};
@@ -32,6 +38,9 @@ struct World {
     moto: Moto,
     infra: Infra,
     backup: BackupFake,
+    ecs: EcsFront,
+    /// The EFS file system stand-in.
+    efs: tempfile::TempDir,
     _scheduler: EcsSchedulerStandIn,
 }
 
@@ -40,12 +49,17 @@ impl World {
         let endpoint = moto::endpoint();
         let moto = Moto::new(&endpoint);
         let infra = Infra::create(&moto).await;
-        let backup = BackupFake::start(Duration::from_millis(300)).await;
+        let efs = tempfile::tempdir().unwrap();
+        let backup =
+            BackupFake::start_with_file_system(Duration::from_millis(300), efs.path()).await;
+        let ecs = EcsFront::start(&endpoint, efs.path()).await;
         let scheduler = EcsSchedulerStandIn::start(&moto, &infra).await;
         Self {
             moto,
             infra,
             backup,
+            ecs,
+            efs,
             _scheduler: scheduler,
         }
     }
@@ -55,12 +69,28 @@ impl World {
         args.extend(self.infra.serve_args());
         args.extend(["--resync-interval".to_owned(), "1h".to_owned()]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        // Every service goes to moto, AWS Backup to the test fake (the SDK's own variables).
+        // Every service goes to moto, ECS through its front, AWS Backup to the test fake
+        // (the SDK's own variables).
         let env = [
             ("AWS_ENDPOINT_URL", self.moto.endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_ECS", self.ecs.url.as_str()),
             ("AWS_ENDPOINT_URL_BACKUP", self.backup.url.as_str()),
         ];
         BinaryServer::spawn_with_env(dir, &args, &env)
+    }
+
+    async fn active_task_definitions(&self, family: &str) -> Vec<Value> {
+        let out = self
+            .moto
+            .ecs(
+                "ListTaskDefinitions",
+                json!({ "familyPrefix": family, "status": "ACTIVE" }),
+            )
+            .await;
+        out["taskDefinitionArns"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     async fn service(&self, name: &str) -> Value {
@@ -245,6 +275,13 @@ async fn one_instance_through_its_lifecycle_on_aws() {
     );
 
     // Delete: everything goes but the final snapshot.
+    assert!(
+        !world
+            .active_task_definitions(&service_name)
+            .await
+            .is_empty(),
+        "the service runs a registered task definition"
+    );
     let r = c.delete(&path).await;
     assert_eq!(r.status, 202, "{:#}", r.body);
     c.wait_for(&path, PATIENCE, |b| b["status"]["phase"] == "DEPROVISIONED")
@@ -265,6 +302,11 @@ async fn one_instance_through_its_lifecycle_on_aws() {
         )
         .await;
     assert_eq!(groups["logGroups"], json!([]), "the log group is gone");
+    assert_eq!(
+        world.active_task_definitions(&service_name).await,
+        Vec::<Value>::new(),
+        "no task definition revision is left ACTIVE"
+    );
 }
 
 /// The raw XML of an RDS describe call (enough to search for identifiers).
@@ -295,6 +337,11 @@ async fn a_restarted_controller_resumes_backup_and_restore_jobs_without_starting
     assert_eq!(c.put(&path, &body("STANDARD", 2)).await.status, 201);
     active(&c, &path, 2).await;
 
+    // What WordPress wrote before the backup, on the file system.
+    let site = world.efs.path().join(format!("tenants/{tenant}/shop"));
+    std::fs::create_dir_all(site.join("uploads")).unwrap();
+    std::fs::write(site.join("uploads/photo.jpg"), "before the backup").unwrap();
+
     // A backup job starts, then the controller dies while it runs.
     world.backup.hold(true);
     let r = c.post(&format!("{path}/backup"), &json!({})).await;
@@ -319,6 +366,9 @@ async fn a_restarted_controller_resumes_backup_and_restore_jobs_without_starting
         "the restarted controller started a second backup job"
     );
 
+    // Written after the backup: the restore must not bring it back.
+    std::fs::write(site.join("uploads/photo.jpg"), "after the backup").unwrap();
+
     // A restore job starts, then the controller dies while it runs.
     world.backup.hold(true);
     let r = c
@@ -337,10 +387,24 @@ async fn a_restarted_controller_resumes_backup_and_restore_jobs_without_starting
     assert_eq!(world.backup.jobs_created(Kind::Restore), 1);
     second.kill9();
 
+    // The job completes; the relocation task starts, then the controller dies again
+    // while that task runs.
+    world.ecs.hold(true);
     let third = world.serve(dir.path());
     let c = third.client.clone();
     tokio::time::sleep(Duration::from_secs(1)).await;
     world.backup.hold(false);
+    c.wait_for(&path, PATIENCE, |b| {
+        b["status"]["restore"]["efsRelocationTaskId"].is_string()
+    })
+    .await;
+    assert_eq!(world.ecs.tasks_started(), 1);
+    third.kill9();
+
+    let fourth = world.serve(dir.path());
+    let c = fourth.client.clone();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    world.ecs.hold(false);
     let b = c
         .wait_for(&path, PATIENCE, |b| {
             b["status"]["restore"]["stage"] == "COMPLETED"
@@ -352,6 +416,11 @@ async fn a_restarted_controller_resumes_backup_and_restore_jobs_without_starting
         world.backup.jobs_created(Kind::Restore),
         1,
         "the restarted controller started a second restore job"
+    );
+    assert_eq!(
+        world.ecs.tasks_started(),
+        1,
+        "the restarted controller started a second relocation task"
     );
     let restore = &world.backup.requests(Kind::Restore)[0];
     let items = format!(r#"["/tenants/{tenant}/shop"]"#);
@@ -389,6 +458,47 @@ async fn a_restarted_controller_resumes_backup_and_restore_jobs_without_starting
             .iter()
             .any(|kv| kv["name"] == "WORDPRESS_DB_HOST" && kv["value"] == endpoint.as_str()),
         "the task definition points at the restored database: {env:#}"
+    );
+    // The backed-up files are where the restored access point looks, and AWS Backup's
+    // recovery directory is gone.
+    let ap = b["status"]["resources"]["accessPoint"]["id"]
+        .as_str()
+        .unwrap();
+    let aps = world
+        .moto
+        .efs_get(&format!("/2015-02-01/access-points?AccessPointId={ap}"))
+        .await;
+    let restored_root = aps["AccessPoints"][0]["RootDirectory"]["Path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let key = wpfleet::model::InstanceKey::from_strs(&tenant, "shop");
+    let epoch = wpfleet::cloud::names::epoch_of(&request_id);
+    assert_eq!(
+        restored_root,
+        wpfleet::cloud::names::ResourceNames::for_key(&key).access_point_root(Some(&epoch)),
+        "the service runs on the restore's access point: {aps:#}"
+    );
+    let restored = world.efs.path().join(restored_root.trim_start_matches('/'));
+    assert_eq!(
+        std::fs::read_to_string(restored.join("uploads/photo.jpg")).unwrap(),
+        "before the backup"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(world.efs.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("aws-backup-restore_"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let (command, tags) = world.ecs.tasks().remove(0);
+    assert_eq!(command[0], "relocate-restore");
+    assert!(
+        tags.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["key"] == "wpfleet:restore-job"),
+        "{tags:#}"
     );
 }
 

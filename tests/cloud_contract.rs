@@ -64,6 +64,15 @@ macro_rules! cloud_contract {
             }
 
             #[tokio::test]
+            async fn restored_files_are_relocated_once_the_restore_job_completed() {
+                contract::restored_files_are_relocated_once_the_restore_job_completed(
+                    &cloud().await,
+                    $patience,
+                )
+                .await;
+            }
+
+            #[tokio::test]
             async fn describe_jobs_reflects_completion() {
                 contract::describe_jobs_reflects_completion(&cloud().await, $patience).await;
             }
@@ -126,7 +135,8 @@ mod moto;
 
 /// What every AWS contract test of this process shares: moto's endpoint, the shared
 /// infrastructure created in it, and the stand-ins for what moto lacks (AWS Backup, ECS's
-/// scheduler), running on their own thread so they outlive each test's runtime.
+/// scheduler, the relocation task's RunTask, a directory playing the EFS file system),
+/// running on their own thread so they outlive each test's runtime.
 struct AwsEnv {
     infra: aws_support::Infra,
     moto: String,
@@ -148,18 +158,27 @@ fn aws_env() -> &'static AwsEnv {
             rt.block_on(async move {
                 let m = aws_support::Moto::new(&moto_url);
                 let infra = aws_support::Infra::create(&m).await;
-                let backup = backup_fake::BackupFake::start(Duration::from_millis(300)).await;
+                let efs = tempfile::tempdir().expect("tempdir");
+                let backup = backup_fake::BackupFake::start_with_file_system(
+                    Duration::from_millis(300),
+                    efs.path(),
+                )
+                .await;
+                let ecs = aws_support::EcsFront::start(&moto_url, efs.path()).await;
                 let scheduler = aws_support::EcsSchedulerStandIn::start(&m, &infra).await;
-                tx.send((infra, backup.url.clone())).expect("send");
-                let _alive = (backup, scheduler);
+                tx.send((infra, backup.url.clone(), ecs.url.clone()))
+                    .expect("send");
+                let _alive = (backup, scheduler, ecs, efs);
                 std::future::pending::<()>().await;
             });
         });
-        let (infra, backup_url) = rx.recv().expect("AWS test environment");
+        let (infra, backup_url, ecs_url) = rx.recv().expect("AWS test environment");
         // SAFETY of set_var: done once, before any AWS client of this process loads its
-        // configuration. Every service goes to moto, AWS Backup to the test fake.
+        // configuration. Every service goes to moto (ECS through its front), AWS Backup to
+        // the test fake.
         unsafe {
             std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
+            std::env::set_var("AWS_ENDPOINT_URL_ECS", &ecs_url);
             std::env::set_var("AWS_ENDPOINT_URL_BACKUP", &backup_url);
         }
         AwsEnv {
@@ -714,6 +733,54 @@ mod contract {
         assert_eq!(
             (seen[0].kind, seen[0].id.as_str()),
             (JobKind::Restore, rid.as_str())
+        );
+    }
+
+    /// AWS Backup restores into a recovery directory of its own; the relocation step moves
+    /// the files into place once the job completed, idempotently by its token.
+    pub async fn restored_files_are_relocated_once_the_restore_job_completed(
+        cloud: &impl Cloud,
+        patience: Duration,
+    ) {
+        let s = Steps::new();
+        apply_ok(cloud, &s, &s.ap()).await;
+        available_access_point(cloud, &s, patience).await;
+        let backup = JobRef {
+            kind: JobKind::Backup,
+            id: start_job(cloud, &s, &s.backup("bk-contract")).await,
+        };
+        let arn = until_job_ends(cloud, &backup, patience)
+            .await
+            .recovery_point_arn
+            .expect("a completed backup names its recovery point");
+        let epoch = epoch_of("rs-contract");
+        let restore = JobRef {
+            kind: JobKind::Restore,
+            id: start_job(cloud, &s, &s.restore(&arn, &epoch)).await,
+        };
+        let done = until_job_ends(cloud, &restore, patience).await;
+        assert_eq!(done.state, JobState::Completed, "{done:?}");
+
+        let relocate = Step::RelocateRestoredFiles {
+            restore_job_id: restore.id.clone(),
+            target_root: s.n.access_point_root(Some(&epoch)),
+            replaces: None,
+        };
+        let id = start_job(cloud, &s, &relocate).await;
+        assert_eq!(
+            start_job(cloud, &s, &relocate).await,
+            id,
+            "the same token must return the task it started"
+        );
+        let task = JobRef {
+            kind: JobKind::Relocation,
+            id,
+        };
+        let moved = until_job_ends(cloud, &task, patience).await;
+        assert_eq!(
+            (moved.kind, moved.state, moved.percent_done),
+            (JobKind::Relocation, JobState::Completed, 100),
+            "{moved:?}"
         );
     }
 

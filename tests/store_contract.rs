@@ -104,6 +104,7 @@ macro_rules! store_contract {
                 an_expired_lease_is_taken_over_with_a_higher_token,
                 a_released_lease_is_free_and_its_token_never_goes_back,
                 a_status_write_with_a_stale_fence_is_refused,
+                a_fenced_status_write_with_events_writes_both_or_neither,
                 heartbeats_list_live_replicas_until_they_expire_or_leave,
                 events_list_oldest_first_per_instance,
                 a_repeated_event_is_folded_and_the_log_keeps_the_newest,

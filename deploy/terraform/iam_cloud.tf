@@ -1,6 +1,7 @@
 # IAM for the AWS driver (serve --cloud aws): the roles it hands to AWS (AWS Backup, the
-# ECS task execution role, the WordPress task role) and the controller's own permissions
-# on ECS, EFS, RDS, AWS Backup and CloudWatch Logs. docs/AWS.md explains each.
+# ECS task execution role, the WordPress task role, the relocation task role) and the
+# controller's own permissions on ECS, EFS, RDS, AWS Backup and CloudWatch Logs.
+# docs/AWS.md explains each.
 #
 # The shared infrastructure itself (cluster, file system, vault, network) is not created
 # here; its names come in as variables.
@@ -44,6 +45,8 @@ locals {
   wpfleet_account    = data.aws_caller_identity.wpfleet_cloud.account_id
   wpfleet_cluster    = "${local.wpfleet_arn_prefix}:ecs:${local.wpfleet_region}:${local.wpfleet_account}:cluster/${var.wpfleet_ecs_cluster_name}"
   wpfleet_services   = "${local.wpfleet_arn_prefix}:ecs:${local.wpfleet_region}:${local.wpfleet_account}:service/${var.wpfleet_ecs_cluster_name}/wp-*"
+  wpfleet_tasks      = "${local.wpfleet_arn_prefix}:ecs:${local.wpfleet_region}:${local.wpfleet_account}:task/${var.wpfleet_ecs_cluster_name}/*"
+  wpfleet_relocate   = "${local.wpfleet_arn_prefix}:ecs:${local.wpfleet_region}:${local.wpfleet_account}:task-definition/wp-*-relocate:*"
   wpfleet_fs         = "${local.wpfleet_arn_prefix}:elasticfilesystem:${local.wpfleet_region}:${local.wpfleet_account}:file-system/${var.wpfleet_efs_file_system_id}"
   wpfleet_aps        = "${local.wpfleet_arn_prefix}:elasticfilesystem:${local.wpfleet_region}:${local.wpfleet_account}:access-point/*"
   wpfleet_rds        = "${local.wpfleet_arn_prefix}:rds:${local.wpfleet_region}:${local.wpfleet_account}"
@@ -125,6 +128,32 @@ resource "aws_iam_role_policy" "wpfleet_task_efs" {
   policy = data.aws_iam_policy_document.wpfleet_task_efs.json
 }
 
+# The relocation task runs as this role: after an AWS Backup restore it mounts the file
+# system ROOT (not an access point) as root, to move the restored files out of AWS
+# Backup's recovery directory into the restore's directory (docs/AWS.md, "Restore").
+resource "aws_iam_role" "wpfleet_relocation" {
+  name               = "wpfleet-relocation"
+  assume_role_policy = data.aws_iam_policy_document.wpfleet_ecs_tasks_trust.json
+}
+
+data "aws_iam_policy_document" "wpfleet_relocation_efs" {
+  statement {
+    sid = "MountTheRootAsRoot"
+    actions = [
+      "elasticfilesystem:ClientMount",
+      "elasticfilesystem:ClientWrite",
+      "elasticfilesystem:ClientRootAccess",
+    ]
+    resources = [local.wpfleet_fs]
+  }
+}
+
+resource "aws_iam_role_policy" "wpfleet_relocation_efs" {
+  name   = "efs-root-access"
+  role   = aws_iam_role.wpfleet_relocation.id
+  policy = data.aws_iam_policy_document.wpfleet_relocation_efs.json
+}
+
 # AWS Backup runs the backup and restore jobs with it.
 data "aws_iam_policy_document" "wpfleet_backup_trust" {
   statement {
@@ -154,7 +183,8 @@ resource "aws_iam_role_policy_attachment" "wpfleet_backup_restores" {
 # --- The controller's own permissions --------------------------------------------------
 
 data "aws_iam_policy_document" "wpfleet_cloud" {
-  # ECS: describes cannot be scoped; services are named wp-* on the cluster.
+  # ECS: describes and task definition calls cannot be scoped; services are named wp-* on
+  # the cluster.
   statement {
     sid = "EcsRead"
     actions = [
@@ -164,6 +194,8 @@ data "aws_iam_policy_document" "wpfleet_cloud" {
       "ecs:ListTasks",
       "ecs:DescribeTasks",
       "ecs:RegisterTaskDefinition",
+      "ecs:ListTaskDefinitions",
+      "ecs:DeregisterTaskDefinition",
     ]
     resources = ["*"]
   }
@@ -172,10 +204,36 @@ data "aws_iam_policy_document" "wpfleet_cloud" {
     actions   = ["ecs:CreateService", "ecs:UpdateService", "ecs:DeleteService", "ecs:TagResource"]
     resources = [local.wpfleet_services, "${local.wpfleet_arn_prefix}:ecs:${local.wpfleet_region}:${local.wpfleet_account}:task-definition/wp-*:*"]
   }
+  # The relocation task: only its own task definitions, only on the one cluster; its tags
+  # are set at launch.
   statement {
-    sid       = "PassTaskRoles"
-    actions   = ["iam:PassRole"]
-    resources = [aws_iam_role.wpfleet_task_execution.arn, aws_iam_role.wpfleet_task.arn]
+    sid       = "EcsRelocationTasks"
+    actions   = ["ecs:RunTask"]
+    resources = [local.wpfleet_relocate]
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [local.wpfleet_cluster]
+    }
+  }
+  statement {
+    sid       = "EcsTagRelocationTasksAtLaunch"
+    actions   = ["ecs:TagResource"]
+    resources = [local.wpfleet_tasks]
+    condition {
+      test     = "StringEquals"
+      variable = "ecs:CreateAction"
+      values   = ["RunTask"]
+    }
+  }
+  statement {
+    sid     = "PassTaskRoles"
+    actions = ["iam:PassRole"]
+    resources = [
+      aws_iam_role.wpfleet_task_execution.arn,
+      aws_iam_role.wpfleet_task.arn,
+      aws_iam_role.wpfleet_relocation.arn,
+    ]
     condition {
       test     = "StringEquals"
       variable = "iam:PassedToService"
@@ -308,4 +366,9 @@ resource "aws_iam_role_policy_attachment" "wpfleet_cloud" {
   count      = var.wpfleet_controller_role_name == "" ? 0 : 1
   role       = var.wpfleet_controller_role_name
   policy_arn = aws_iam_policy.wpfleet_cloud.arn
+}
+
+output "wpfleet_relocation_task_role_arn" {
+  description = "The relocation task's role: serve --aws-relocation-task-role-arn <this> (WPFLEET_AWS_RELOCATION_TASK_ROLE_ARN)."
+  value       = aws_iam_role.wpfleet_relocation.arn
 }

@@ -13,6 +13,7 @@
 pub mod aws;
 pub mod budget;
 pub mod names;
+pub mod relocate;
 pub mod remote;
 pub mod sim;
 
@@ -56,8 +57,9 @@ pub trait Cloud: Send + Sync + 'static {
         Ok(lists.pop().unwrap_or_default())
     }
 
-    /// Describes AWS Backup jobs by id (backup and restore jobs the controller started and
-    /// recorded). Unknown ids are left out of the result.
+    /// Describes long jobs by id (AWS Backup backup and restore jobs, relocation tasks) the
+    /// controller started and recorded. Unknown ids are left out of the result (for a
+    /// relocation task: ECS no longer knows it; it keeps stopped tasks about an hour).
     async fn describe_jobs(&self, jobs: &[JobRef]) -> CloudResult<Vec<ObservedJob>>;
 
     /// Executes one step; idempotent (see the module docs). Steps that start a long AWS
@@ -441,11 +443,13 @@ pub struct ObservedSnapshot {
     pub db_identifier: String,
 }
 
-/// Which kind of AWS Backup job an id names.
+/// Which kind of long job an id names: an AWS Backup job, or the one-off ECS task that
+/// moves a restore's recovered files into place (`Step::RelocateRestoredFiles`).
 #[derive(Debug, Clone, Serialize, Deserialize, Copy, PartialEq, Eq, Hash)]
 pub enum JobKind {
     Backup,
     Restore,
+    Relocation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -580,10 +584,23 @@ pub enum Step {
         backup_id: String,
         root_path: String,
     },
-    /// AWS Backup restore job of a recovery point into a new directory; returns the job id.
+    /// AWS Backup item-level restore of a recovery point's directory into the file system;
+    /// returns the job id. AWS Backup writes the items under a recovery directory of its
+    /// own (`/aws-backup-restore_<datetime>/…`), never into `target_root` itself:
+    /// `RelocateRestoredFiles` moves them there once the job completed.
     StartRestoreJob {
         recovery_point_arn: String,
         target_root: String,
+    },
+    /// A one-off task that moves what the completed restore job `restore_job_id` recovered
+    /// into `target_root` (idempotent: a target already in place is success); returns the
+    /// task's id. `replaces` names an earlier task of this same move that the cloud no
+    /// longer describes: the run then gets a token of its own (see
+    /// [`ClientToken::rerun`]), since the first token would return the forgotten task.
+    RelocateRestoredFiles {
+        restore_job_id: String,
+        target_root: String,
+        replaces: Option<String>,
     },
     /// RestoreDBInstanceFromDBSnapshot into a new DB instance.
     RestoreDatabase {
@@ -613,6 +630,7 @@ impl Step {
             Step::StartBackupJob { .. } => "StartBackupJob",
             Step::StartRestoreJob { .. } => "StartRestoreJob",
             Step::RestoreDatabase { .. } => "RestoreDatabase",
+            Step::RelocateRestoredFiles { .. } => "RelocateRestoredFiles",
         }
     }
 
@@ -633,7 +651,8 @@ impl Step {
             | Step::DeleteDatabase { identifier, .. } => identifier,
             Step::SnapshotDatabase { snapshot_id, .. } => snapshot_id,
             Step::StartBackupJob { backup_id, .. } => backup_id,
-            Step::StartRestoreJob { target_root, .. } => target_root,
+            Step::StartRestoreJob { target_root, .. }
+            | Step::RelocateRestoredFiles { target_root, .. } => target_root,
             Step::RestoreDatabase { identifier, .. } => identifier,
         }
     }
@@ -692,6 +711,30 @@ impl ClientToken {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The token of a repeated run of the same step that replaces `replaced` (a job the
+    /// cloud forgot): see [`rerun_token`].
+    pub fn rerun(&self, replaced: Option<&str>) -> Self {
+        Self(rerun_token(&self.0, replaced))
+    }
+}
+
+/// A token for a repeated run of a step replacing `replaced`: derived from the step's
+/// token and the replaced id, so it is stable across retries and restarts, yet differs
+/// from the token that returned the forgotten job. Without `replaced`: `token` itself.
+pub fn rerun_token(token: &str, replaced: Option<&str>) -> String {
+    let Some(replaced) = replaced else {
+        return token.to_owned();
+    };
+    let mut h = Sha256::new();
+    for part in [token, "rerun", replaced] {
+        h.update(part.as_bytes());
+        h.update(b"\0");
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -717,6 +760,23 @@ mod tests {
         );
         assert_ne!(t(1, &step), t(1, &other));
         assert_eq!(t(1, &step).as_str().len(), 32);
+    }
+
+    #[test]
+    fn a_rerun_token_is_stable_and_differs_from_the_first() {
+        let k = InstanceKey::from_strs("t1", "blog");
+        let step = Step::RelocateRestoredFiles {
+            restore_job_id: "J".into(),
+            target_root: "/tenants/t1/blog/restore-0a1b2c3d".into(),
+            replaces: None,
+        };
+        let first = ClientToken::derive(&k, 1, &step);
+        assert_eq!(first.rerun(None), first);
+        let again = first.rerun(Some("arn:task/1"));
+        assert_eq!(again, first.rerun(Some("arn:task/1")));
+        assert_ne!(again, first);
+        assert_ne!(again, first.rerun(Some("arn:task/2")));
+        assert_eq!(again.as_str().len(), 32);
     }
 
     #[test]

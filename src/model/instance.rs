@@ -337,6 +337,11 @@ pub struct RestoreStatus {
     /// Recorded as soon as the AWS Backup restore job starts (see `Backup`).
     #[schema(required = true)]
     pub efs_restore_job_id: Option<String>,
+    /// The task moving the restored files from AWS Backup's recovery directory into the
+    /// restore's directory, recorded as soon as it starts (like the restore job).
+    #[serde(default)]
+    #[schema(required = true)]
+    pub efs_relocation_task_id: Option<String>,
     /// The data generation in use before this restore; in use again if it fails.
     #[schema(required = true)]
     pub previous_epoch: Option<String>,

@@ -815,6 +815,7 @@ impl Reconciler {
                     plan,
                     &mut backups,
                     &mut outcome.started_restore_job,
+                    &mut outcome.started_relocation_task,
                     &mut applied,
                 )
                 .await;
@@ -926,12 +927,16 @@ impl Reconciler {
             .collect();
         if let Some(restore) = &inst.status.restore
             && restore.completed_at.is_none()
-            && let Some(id) = &restore.efs_restore_job_id
         {
-            jobs.push(JobRef {
-                kind: JobKind::Restore,
-                id: id.clone(),
-            });
+            let recorded = [
+                (JobKind::Restore, &restore.efs_restore_job_id),
+                (JobKind::Relocation, &restore.efs_relocation_task_id),
+            ];
+            jobs.extend(
+                recorded
+                    .into_iter()
+                    .filter_map(|(kind, id)| id.clone().map(|id| JobRef { kind, id })),
+            );
         }
         if !jobs.is_empty() {
             obs.jobs = self.cloud.describe_jobs(&jobs).await?;
@@ -982,13 +987,15 @@ impl Reconciler {
 
     /// Runs the plan's steps in order, noting each one applied; stops at the first error,
     /// which is returned. A job id is recorded the moment its job starts: a backup's on its
-    /// record at once, a restore's in the status this pass writes.
+    /// record at once, a restore's (and its relocation task's) in the status this pass
+    /// writes.
     async fn execute<'p>(
         &self,
         inst: &Instance,
         plan: &'p Plan,
         backups: &mut [Backup],
         restore_job: &mut Option<String>,
+        relocation_task: &mut Option<String>,
         applied: &mut Vec<AppliedStep<'p>>,
     ) -> Option<PassError> {
         let key = inst.key();
@@ -1021,6 +1028,7 @@ impl Reconciler {
                     self.record_backup_job(backups, backup_id, id).await;
                 }
                 (Step::StartRestoreJob { .. }, Some(id)) => *restore_job = Some(id),
+                (Step::RelocateRestoredFiles { .. }, Some(id)) => *relocation_task = Some(id),
                 _ => {}
             }
         }

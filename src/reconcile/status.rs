@@ -30,6 +30,8 @@ pub struct PassOutcome {
     pub handled_request: Option<String>,
     /// The id of an AWS Backup restore job this pass started.
     pub started_restore_job: Option<String>,
+    /// The id of a relocation task (restored files into place) this pass started.
+    pub started_relocation_task: Option<String>,
 }
 
 pub fn next_status(
@@ -63,7 +65,10 @@ pub fn next_status(
         restore: restore_status(
             prev.restore.as_ref(),
             plan.restore.as_ref(),
-            outcome.started_restore_job,
+            StartedJobs {
+                restore_job: outcome.started_restore_job,
+                relocation_task: outcome.started_relocation_task,
+            },
             now,
         ),
     };
@@ -125,11 +130,17 @@ fn resources(inst: &Instance, obs: &Observed, now: Timestamp) -> Resources {
     }
 }
 
-/// Carries the restore forward: times, the recorded job id, and the plan's progress.
+/// The ids of the restore's long jobs a pass started.
+struct StartedJobs {
+    restore_job: Option<String>,
+    relocation_task: Option<String>,
+}
+
+/// Carries the restore forward: times, the recorded job ids, and the plan's progress.
 fn restore_status(
     prev: Option<&RestoreStatus>,
     progress: Option<&RestoreProgress>,
-    started_job: Option<String>,
+    started: StartedJobs,
     now: Timestamp,
 ) -> Option<RestoreStatus> {
     let Some(p) = progress else {
@@ -144,7 +155,12 @@ fn restore_status(
         progress: p.progress,
         started_at: same.map_or(now, |s| s.started_at),
         completed_at: finished.then(|| same.and_then(|s| s.completed_at).unwrap_or(now)),
-        efs_restore_job_id: started_job.or_else(|| same.and_then(|s| s.efs_restore_job_id.clone())),
+        efs_restore_job_id: started
+            .restore_job
+            .or_else(|| same.and_then(|s| s.efs_restore_job_id.clone())),
+        efs_relocation_task_id: started
+            .relocation_task
+            .or_else(|| same.and_then(|s| s.efs_relocation_task_id.clone())),
         previous_epoch: p.previous_epoch.clone(),
         error: p.error.clone(),
     })
@@ -487,5 +503,54 @@ mod tests {
             cond(&s, ConditionType::Ready),
             (ConditionStatus::False, "CreatingLogGroup".into())
         );
+    }
+
+    #[test]
+    fn restore_job_and_relocation_task_ids_are_recorded_then_carried() {
+        use crate::model::{RestoreStage, RestoreStatus};
+        use crate::reconcile::plan::RestoreProgress;
+        let progress = |request: &str| RestoreProgress {
+            request_id: request.into(),
+            backup_id: "bk-1".into(),
+            stage: RestoreStage::Restoring,
+            progress: 50,
+            previous_epoch: None,
+            error: None,
+        };
+        let plan = |request: &str| Plan {
+            restore: Some(progress(request)),
+            converged: false,
+            ..converged_plan()
+        };
+        let pass = |i: &Instance, request: &str, job: Option<&str>, task: Option<&str>| {
+            let outcome = PassOutcome {
+                started_restore_job: job.map(str::to_owned),
+                started_relocation_task: task.map(str::to_owned),
+                ..Default::default()
+            };
+            next_status(i, &Observed::default(), &plan(request), outcome, now())
+                .restore
+                .unwrap()
+        };
+        let ids = |r: &RestoreStatus| {
+            (
+                r.efs_restore_job_id.clone(),
+                r.efs_relocation_task_id.clone(),
+            )
+        };
+        let mut i = inst();
+        i.status.restore = Some(pass(&i, "rq-1", Some("J"), None));
+        i.status.restore = Some(pass(&i, "rq-1", None, Some("T1")));
+        assert_eq!(
+            ids(i.status.restore.as_ref().unwrap()),
+            (Some("J".into()), Some("T1".into()))
+        );
+        let carried = pass(&i, "rq-1", None, None);
+        assert_eq!(ids(&carried), (Some("J".into()), Some("T1".into())));
+        // A re-run in place of a forgotten task replaces its id.
+        let rerun = pass(&i, "rq-1", None, Some("T2"));
+        assert_eq!(ids(&rerun), (Some("J".into()), Some("T2".into())));
+        // Another restore request starts from nothing.
+        assert_eq!(ids(&pass(&i, "rq-2", None, None)), (None, None));
     }
 }

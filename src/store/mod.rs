@@ -157,8 +157,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// `write_status`, then, if it succeeded, `append_events`: what a reconcile pass
     /// writes. The status write's errors are returned as they are, and then nothing is
-    /// appended. A backend that can do both in one atomic write should override this (the
-    /// embedded store does): a reader never sees a status without the events that explain
+    /// appended. A backend that can do both in one atomic write should override this (both
+    /// stores do): a reader never sees a status without the events that explain
     /// it, and a pass costs one durable write instead of two. This default makes two writes;
     /// an error of the second is returned after the status is already written.
     async fn write_status_and_events(

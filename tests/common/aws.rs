@@ -8,6 +8,11 @@
 //!   moto to match each service's desired count and task definition, and writes access
 //!   lines into the log group the task definition names. (moto cannot RunTask an awsvpc
 //!   task definition, so each gets a bridge-mode "shadow" definition with the same image.)
+//! * [`EcsFront`] stands in front of moto's ECS for the relocation task (moto cannot
+//!   RunTask an awsvpc task definition): it forwards every ECS request to moto except
+//!   RunTask of a `*-relocate` task definition, which it carries out itself by running
+//!   the real `wpfleet relocate-restore` on a local directory playing the EFS file
+//!   system, and DescribeTasks of those tasks.
 //! * AWS Backup, which moto does not serve at all, is `backup_fake` (a separate module).
 //!
 //! Requests carry a syntactically valid but unsigned SigV4 header: moto reads region and
@@ -108,6 +113,23 @@ impl Moto {
             .await
             .expect("moto answers");
         assert!(res.status().is_success());
+    }
+
+    /// A REST-JSON GET of EFS (`/2015-02-01/…`).
+    pub async fn efs_get(&self, path_and_query: &str) -> Value {
+        let res = self
+            .http
+            .get(format!("{}{path_and_query}", self.endpoint))
+            .header("authorization", auth("elasticfilesystem"))
+            .send()
+            .await
+            .expect("moto answers");
+        assert!(
+            res.status().is_success(),
+            "{path_and_query}: {}",
+            res.status()
+        );
+        res.json().await.expect("JSON")
     }
 
     async fn create_file_system(&self, token: &str) -> String {
@@ -221,6 +243,11 @@ impl Infra {
             (
                 "--aws-task-role-arn",
                 "arn:aws:iam::123456789012:role/wpfleet-task",
+            ),
+            ("--aws-relocation-image", "wpfleet"),
+            (
+                "--aws-relocation-task-role-arn",
+                "arn:aws:iam::123456789012:role/wpfleet-relocation",
             ),
             ("--aws-region", REGION),
             ("--aws-max-poll-interval", "200ms"),
@@ -457,4 +484,246 @@ async fn write_log_line(moto: &Moto, group: String, stream: String, state: &mut 
         )
         .send()
         .await;
+}
+
+/// TEST STAND-IN in front of moto's ECS for the relocation task (see the module docs).
+/// `RunTask` honours `clientToken` (the same token returns the same task, as ECS does);
+/// each task runs the command of its container override with the real binary, `--root`
+/// pointing at the file system stand-in, unless the front is *held* (tests use that to
+/// restart a controller while a task runs). DescribeTasks answers RUNNING, then STOPPED
+/// with the process's exit status.
+#[derive(Clone)]
+pub struct EcsFront {
+    pub url: String,
+    moto: String,
+    file_system: std::path::PathBuf,
+    state: Arc<Mutex<FrontState>>,
+    held: Arc<std::sync::atomic::AtomicBool>,
+    http: reqwest::Client,
+}
+
+#[derive(Default)]
+struct FrontState {
+    tasks: HashMap<String, FrontTask>,
+    by_token: HashMap<String, String>,
+    run_calls: u64,
+}
+
+#[derive(Clone)]
+struct FrontTask {
+    command: Vec<String>,
+    tags: Value,
+    exit_code: Option<i32>,
+    output: String,
+}
+
+impl EcsFront {
+    /// Starts on 127.0.0.1, forwarding to moto at `moto_endpoint`; relocation tasks work on
+    /// `file_system`.
+    pub async fn start(moto_endpoint: &str, file_system: &std::path::Path) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let front = Self {
+            url: format!("http://{}", listener.local_addr().expect("addr")),
+            moto: moto_endpoint.trim_end_matches('/').to_owned(),
+            file_system: file_system.to_owned(),
+            state: Arc::default(),
+            held: Arc::default(),
+            http: reqwest::Client::new(),
+        };
+        let router = axum::Router::new()
+            .fallback(front_handle)
+            .with_state(front.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        front
+    }
+
+    /// While held, relocation tasks stay RUNNING and do nothing.
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Relocation tasks started (a repeated client token starts none).
+    pub fn tasks_started(&self) -> usize {
+        self.state.lock().unwrap().tasks.len()
+    }
+
+    /// RunTask calls of relocation tasks received (repeats included).
+    pub fn run_calls(&self) -> u64 {
+        self.state.lock().unwrap().run_calls
+    }
+
+    /// The commands and tags of the relocation tasks started.
+    pub fn tasks(&self) -> Vec<(Vec<String>, Value)> {
+        self.state
+            .lock()
+            .unwrap()
+            .tasks
+            .values()
+            .map(|t| (t.command.clone(), t.tags.clone()))
+            .collect()
+    }
+
+    fn run_task(&self, body: &Value) -> Value {
+        let token = body["clientToken"].as_str().unwrap_or_default().to_owned();
+        let mut state = self.state.lock().unwrap();
+        state.run_calls += 1;
+        if let Some(arn) = state.by_token.get(&token) {
+            return json!({ "tasks": [{ "taskArn": arn, "lastStatus": "RUNNING" }], "failures": [] });
+        }
+        let arn = format!(
+            "arn:aws:ecs:{REGION}:123456789012:task/{}/{}",
+            body["cluster"].as_str().unwrap_or("cluster"),
+            uuid::Uuid::new_v4().simple()
+        );
+        let command: Vec<String> = body["overrides"]["containerOverrides"][0]["command"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        state.tasks.insert(
+            arn.clone(),
+            FrontTask {
+                command: command.clone(),
+                tags: body["tags"].clone(),
+                exit_code: None,
+                output: String::new(),
+            },
+        );
+        state.by_token.insert(token, arn.clone());
+        drop(state);
+        let front = self.clone();
+        let task = arn.clone();
+        tokio::spawn(async move { front.carry_out(&task, command).await });
+        json!({ "tasks": [{ "taskArn": arn, "lastStatus": "PROVISIONING" }], "failures": [] })
+    }
+
+    /// Runs the task's command (once not held) with `--root` on the file system stand-in.
+    async fn carry_out(&self, arn: &str, mut command: Vec<String>) {
+        while self.held.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(i) = command.iter().position(|a| a == "--root")
+            && let Some(root) = command.get_mut(i + 1)
+        {
+            *root = self.file_system.display().to_string();
+        }
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_wpfleet"))
+                .args(&command)
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("run wpfleet relocate-restore");
+        let mut state = self.state.lock().unwrap();
+        if let Some(t) = state.tasks.get_mut(arn) {
+            t.exit_code = Some(out.status.code().unwrap_or(-1));
+            t.output = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// DescribeTasks of its own tasks; `None` if the request names none of them.
+    fn describe(&self, body: &Value) -> Option<Value> {
+        let state = self.state.lock().unwrap();
+        let arns: Vec<&str> = body["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !arns.iter().any(|a| state.tasks.contains_key(*a)) {
+            return None;
+        }
+        let (mut tasks, mut failures) = (vec![], vec![]);
+        for arn in arns {
+            match state.tasks.get(arn) {
+                Some(t) => tasks.push(match t.exit_code {
+                    None => json!({ "taskArn": arn, "lastStatus": "RUNNING",
+                        "containers": [{ "name": "relocate", "lastStatus": "RUNNING" }] }),
+                    Some(code) => json!({ "taskArn": arn, "lastStatus": "STOPPED",
+                        "stopCode": "EssentialContainerExited",
+                        "stoppedReason": "Essential container in task exited",
+                        "containers": [{ "name": "relocate", "lastStatus": "STOPPED",
+                            "exitCode": code, "reason": t.output }] }),
+                }),
+                None => failures.push(json!({ "arn": arn, "reason": "MISSING" })),
+            }
+        }
+        Some(json!({ "tasks": tasks, "failures": failures }))
+    }
+
+    async fn forward(
+        &self,
+        headers: &axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        let mut request = self.http.post(format!("{}/", self.moto)).body(body);
+        for (name, value) in headers {
+            if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+                request = request.header(name.as_str(), value.as_bytes());
+            }
+        }
+        let res = request.send().await.expect("moto answers");
+        let status = axum::http::StatusCode::from_u16(res.status().as_u16()).expect("status");
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/x-amz-json-1.1")
+            .to_owned();
+        let bytes = res.bytes().await.unwrap_or_default();
+        axum::response::IntoResponse::into_response((
+            status,
+            [(axum::http::header::CONTENT_TYPE, content_type)],
+            bytes.to_vec(),
+        ))
+    }
+}
+
+/// Whether a RunTask body names a relocation task definition (`…-relocate:N`).
+fn is_relocation(body: &Value) -> bool {
+    body["taskDefinition"]
+        .as_str()
+        .and_then(|td| td.rsplit('/').next())
+        .and_then(|family| family.split(':').next())
+        .is_some_and(|family| family.ends_with("-relocate"))
+}
+
+async fn front_handle(
+    axum::extract::State(front): axum::extract::State<EcsFront>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let own = if target.ends_with(".RunTask") && is_relocation(&json_body) {
+        Some(front.run_task(&json_body))
+    } else if target.ends_with(".DescribeTasks") {
+        front.describe(&json_body)
+    } else {
+        None
+    };
+    match own {
+        Some(answer) => axum::response::IntoResponse::into_response((
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/x-amz-json-1.1",
+            )],
+            answer.to_string(),
+        )),
+        None => front.forward(&headers, body).await,
+    }
 }

@@ -7,14 +7,23 @@
 //! /backup-jobs/{id}`), StartRestoreJob (`PUT /restore-jobs`), DescribeRestoreJob (`GET
 //! /restore-jobs/{id}`), ListTags (`GET /tags/{arn}`). Like AWS Backup it returns the same
 //! job for a repeated `IdempotencyToken`, answers 404 `ResourceNotFoundException` for
-//! unknown ids, reports jobs RUNNING until they finish, and gives a completed backup job a
-//! recovery point carrying the job's `RecoveryPointTags`. Jobs finish `complete_after`
-//! their start, or, while the fake is *held*, not at all (tests use that to restart a
-//! controller in the middle of a job). Nothing is signed or checked.
+//! unknown ids, reports jobs RUNNING until they finish (with their CreationDate and, once
+//! done, CompletionDate), and gives a completed backup job a recovery point carrying the
+//! job's `RecoveryPointTags`. Jobs finish `complete_after` their start, or, while the fake
+//! is *held*, not at all (tests use that to restart a controller in the middle of a job).
+//! Nothing is signed or checked.
+//!
+//! With a *file system stand-in* (a local directory playing the EFS file system,
+//! [`BackupFake::start_with_file_system`]) it also moves data as AWS Backup does: a backup
+//! copies the whole file system when it starts; a completed item-level restore writes each
+//! of its `ItemsToRestore`, full path kept, into a NEW recovery directory
+//! `aws-backup-restore_<start time>` at the root (docs/AWS.md), never where the caller
+//! wants it.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +44,8 @@ pub enum Kind {
 struct Job {
     kind: Kind,
     started: Instant,
+    created_at: chrono::DateTime<chrono::Utc>,
+    completed_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Set when the job finished (the instant it was first seen finished).
     finished: Option<Instant>,
     recovery_point_arn: String,
@@ -58,16 +69,50 @@ pub struct BackupFake {
     books: Arc<Mutex<Books>>,
     held: Arc<Mutex<bool>>,
     complete_after: Duration,
+    /// The file system stand-in, and where backups keep their copies of it.
+    file_system: Option<Arc<FileSystem>>,
+}
+
+struct FileSystem {
+    root: PathBuf,
+    copies: tempfile::TempDir,
+}
+
+/// Copies the directory tree `from` into `to` (created).
+pub fn copy_tree(from: &FsPath, to: &FsPath) {
+    std::fs::create_dir_all(to).expect("create");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let dest = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).expect("copy");
+        }
+    }
 }
 
 impl BackupFake {
     /// Starts on 127.0.0.1 (a free port); jobs finish `complete_after` after they start.
     pub async fn start(complete_after: Duration) -> Self {
+        Self::serve(complete_after, None).await
+    }
+
+    /// Like `start`, backing up from and restoring into the file system stand-in `root`.
+    pub async fn start_with_file_system(complete_after: Duration, root: &FsPath) -> Self {
+        let fs = FileSystem {
+            root: root.to_owned(),
+            copies: tempfile::tempdir().expect("tempdir"),
+        };
+        Self::serve(complete_after, Some(Arc::new(fs))).await
+    }
+
+    async fn serve(complete_after: Duration, file_system: Option<Arc<FileSystem>>) -> Self {
         let fake = Self {
             url: String::new(),
             books: Arc::default(),
             held: Arc::default(),
             complete_after,
+            file_system,
         };
         let router = Router::new()
             .route("/backup-jobs", put(start_backup))
@@ -135,15 +180,51 @@ impl BackupFake {
             .collect()
     }
 
-    /// Whether a job is finished now (finishing it if its time has come).
+    /// Whether a job is finished now (finishing it if its time has come: a restore then
+    /// writes its recovery directory).
     fn finished(&self, job: &mut Job) -> bool {
         if job.finished.is_none()
             && !*self.held.lock().unwrap()
             && job.started.elapsed() >= self.complete_after
         {
+            if job.kind == Kind::Restore {
+                self.write_recovery_directory(job);
+            }
             job.finished = Some(Instant::now());
+            job.completed_at = Some(chrono::Utc::now());
         }
         job.finished.is_some()
+    }
+
+    /// The name AWS Backup gives a restore job's recovery directory.
+    pub fn recovery_directory(created_at: chrono::DateTime<chrono::Utc>) -> String {
+        format!(
+            "aws-backup-restore_{}",
+            created_at.format("%Y-%m-%dT%H-%M-%S-%3fZ")
+        )
+    }
+
+    fn write_recovery_directory(&self, job: &Job) {
+        let Some(fs) = &self.file_system else { return };
+        let copy = fs
+            .copies
+            .path()
+            .join(rp_id(&job.request["RecoveryPointArn"]));
+        let items: Vec<String> = job.request["Metadata"]["ItemsToRestore"]
+            .as_str()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        let recovery = fs.root.join(Self::recovery_directory(job.created_at));
+        for item in items {
+            let item = item.trim_start_matches('/');
+            let from = copy.join(item);
+            let to = recovery.join(item);
+            if from.is_dir() {
+                copy_tree(&from, &to);
+            } else {
+                std::fs::create_dir_all(&to).expect("create");
+            }
+        }
     }
 
     fn start_job(&self, kind: Kind, body: Value) -> String {
@@ -159,6 +240,17 @@ impl BackupFake {
             return id.clone();
         }
         let id = uuid::Uuid::new_v4().to_string().to_uppercase();
+        let recovery_point_arn = format!(
+            "arn:aws:backup:eu-west-1:123456789012:recovery-point:{}",
+            uuid::Uuid::new_v4().to_string().to_uppercase()
+        );
+        // AWS Backup copies the file system as it is when the job starts.
+        if let (Kind::Backup, Some(fs)) = (kind, &self.file_system) {
+            copy_tree(
+                &fs.root,
+                &fs.copies.path().join(rp_id(&json!(recovery_point_arn))),
+            );
+        }
         let tags: HashMap<String, String> = body["RecoveryPointTags"]
             .as_object()
             .map(|m| {
@@ -170,11 +262,10 @@ impl BackupFake {
         let job = Job {
             kind,
             started: Instant::now(),
+            created_at: chrono::Utc::now(),
+            completed_at: None,
             finished: None,
-            recovery_point_arn: format!(
-                "arn:aws:backup:eu-west-1:123456789012:recovery-point:{}",
-                uuid::Uuid::new_v4().to_string().to_uppercase()
-            ),
+            recovery_point_arn,
             tags,
             request: body,
         };
@@ -198,7 +289,21 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 fn epoch_seconds() -> f64 {
-    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
+    seconds(chrono::Utc::now())
+}
+
+fn seconds(t: chrono::DateTime<chrono::Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// The id part of a recovery point ARN.
+fn rp_id(arn: &Value) -> String {
+    arn.as_str()
+        .unwrap_or_default()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 async fn start_backup(State(fake): State<BackupFake>, Json(body): Json<Value>) -> Response {
@@ -288,15 +393,18 @@ async fn describe_restore(State(fake): State<BackupFake>, Path(id): Path<String>
     };
     let done = fake.finished(&mut job);
     books.jobs.insert(id.clone(), job.clone());
-    Json(json!({
+    let mut body = json!({
         "RestoreJobId": id,
         "RecoveryPointArn": job.request["RecoveryPointArn"],
         "ResourceType": "EFS",
-        "CreationDate": epoch_seconds(),
+        "CreationDate": seconds(job.created_at),
         "Status": if done { "COMPLETED" } else { "RUNNING" },
         "PercentDone": if done { "100.0" } else { "30.0" },
-    }))
-    .into_response()
+    });
+    if let Some(at) = job.completed_at {
+        body["CompletionDate"] = json!(seconds(at));
+    }
+    Json(body).into_response()
 }
 
 async fn list_tags(State(fake): State<BackupFake>, Path(arn): Path<String>) -> Response {

@@ -302,11 +302,15 @@ pub fn inventory_problems(inv: &Value, expect: &BTreeMap<(String, String), Expec
     problems
 }
 
-/// Backups with more than one backup job, restores with more than one restore job (a
-/// restore's target directory names its request's epoch).
+/// Backups with more than one backup job, restores with more than one restore job or
+/// relocation task (a restore's target directory names its request's epoch).
 pub fn duplicate_jobs(inv: &Value) -> Vec<String> {
     let mut problems = Vec::new();
-    for (kind, field) in [("backupJobs", "backupId"), ("restoreJobs", "targetRoot")] {
+    for (kind, field) in [
+        ("backupJobs", "backupId"),
+        ("restoreJobs", "targetRoot"),
+        ("relocationTasks", "targetRoot"),
+    ] {
         let mut per: BTreeMap<String, usize> = BTreeMap::new();
         for j in inv[kind].as_array().into_iter().flatten() {
             *per.entry(j[field].as_str().unwrap_or_default().to_owned())

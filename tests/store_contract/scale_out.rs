@@ -438,6 +438,45 @@ pub async fn a_status_write_with_a_stale_fence_is_refused(store: Arc<dyn Store>)
     ));
 }
 
+/// A pass's status and its events are one write, fenced as a whole: a replica whose lease
+/// was taken over leaves no event behind either.
+pub async fn a_fenced_status_write_with_events_writes_both_or_neither(store: Arc<dyn Store>) {
+    let k = key("t1", "blog");
+    create(&store, &k).await;
+    let shard = shard_of(&k, store.shards());
+    let a = lease(&store, shard, "a", SHORT).await;
+    let first = event(EventReason::PhaseChanged, "→ PROVISIONING", 0);
+    store
+        .write_status_and_events(
+            &k,
+            1,
+            status(Phase::Provisioning, 0),
+            Some(a.fence()),
+            std::slice::from_ref(&first),
+        )
+        .await
+        .expect("the holder writes");
+    assert_eq!(store.list_events(&k).await.unwrap(), vec![first.clone()]);
+
+    let_short_leases_expire().await;
+    let _b = lease(&store, shard, "b", LONG).await;
+    let before = stored(&store, &k).await;
+    let late = event(EventReason::Converged, "stale replica", 1);
+    let refused = store
+        .write_status_and_events(&k, 1, status(Phase::Active, 1), Some(a.fence()), &[late])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(stored(&store, &k).await, before, "no status written");
+    assert_eq!(
+        store.list_events(&k).await.unwrap(),
+        vec![first],
+        "and no event appended"
+    );
+}
+
 pub async fn heartbeats_list_live_replicas_until_they_expire_or_leave(store: Arc<dyn Store>) {
     assert!(store.replicas().await.unwrap().is_empty());
     store.heartbeat("r2", LONG).await.unwrap();

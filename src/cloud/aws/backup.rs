@@ -7,9 +7,10 @@
 //! of starting another; the reconciler records the job id before anything else and polls
 //! it from then on.
 //!
-//! Known limit of AWS Backup (docs/AWS.md): an item-level EFS restore lands in a directory
-//! `aws-backup-restore_<datetime>` off the file system root, not in the target the planner
-//! names; see the restore notes there.
+//! AWS Backup restores an item-level EFS restore into a new directory
+//! `aws-backup-restore_<datetime>` off the file system root, not into the target the
+//! planner names (docs/AWS.md, "Restore"); the relocation task (`relocation`) moves it
+//! there once the job completed.
 
 use aws_sdk_backup::types::{BackupJobState, RestoreJobStatus};
 
@@ -96,7 +97,11 @@ impl AwsCloud {
     }
 
     /// The directory a recovery point of `key` holds, from its tags.
-    async fn recovery_point_root(&self, key: &InstanceKey, arn: &str) -> AwsResult<String> {
+    pub(super) async fn recovery_point_root(
+        &self,
+        key: &InstanceKey,
+        arn: &str,
+    ) -> AwsResult<String> {
         let request = self.clients.backup.list_tags().resource_arn(arn).send();
         let out = self.caller.send(LIST_TAGS, request).await?;
         let tags = out.tags.unwrap_or_default();
@@ -121,13 +126,15 @@ impl AwsCloud {
         }
     }
 
-    /// Describes each job (concurrently); unknown ids are left out.
+    /// Describes each AWS Backup job (concurrently); unknown ids, and jobs of other
+    /// kinds, are left out.
     pub(super) async fn describe_backup_jobs(
         &self,
         jobs: &[JobRef],
     ) -> AwsResult<Vec<ObservedJob>> {
+        let backup_jobs = jobs.iter().filter(|j| j.kind != JobKind::Relocation);
         let described =
-            futures::future::join_all(jobs.iter().map(|job| self.describe_job(job))).await;
+            futures::future::join_all(backup_jobs.map(|job| self.describe_job(job))).await;
         let mut seen = Vec::new();
         for result in described {
             if let Some(job) = result? {
@@ -139,6 +146,8 @@ impl AwsCloud {
 
     async fn describe_job(&self, job: &JobRef) -> AwsResult<Option<ObservedJob>> {
         let result = match job.kind {
+            // An ECS task, not an AWS Backup job (`relocation`).
+            JobKind::Relocation => return Ok(None),
             JobKind::Backup => {
                 let request = self
                     .clients

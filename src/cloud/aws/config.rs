@@ -38,6 +38,12 @@ pub struct AwsSettings {
     pub task_execution_role_arn: String,
     /// The role WordPress runs as (EFS IAM authorization).
     pub task_role_arn: String,
+    /// Image of the relocation task (its entrypoint is `wpfleet`: the controller's own
+    /// image), which moves a restore's files out of AWS Backup's recovery directory.
+    pub relocation_image: String,
+    /// The role the relocation task runs as: EFS client mount, write and root access on
+    /// the file system (it mounts the file system root, not an access point).
+    pub relocation_task_role_arn: String,
     /// Image repository of WordPress; instances run `{repository}:{tag}` where the tag
     /// comes from their spec (`6.5-php8.2-apache`).
     pub wordpress_image: String,
@@ -83,6 +89,8 @@ impl AwsSettings {
             backup_role_arn: "arn:aws:iam::123456789012:role/wpfleet-backup".into(),
             task_execution_role_arn: "arn:aws:iam::123456789012:role/wpfleet-task-execution".into(),
             task_role_arn: "arn:aws:iam::123456789012:role/wpfleet-task".into(),
+            relocation_image: "wpfleet".into(),
+            relocation_task_role_arn: "arn:aws:iam::123456789012:role/wpfleet-relocation".into(),
             wordpress_image: "wordpress".into(),
             task_cpu: "512".into(),
             task_memory: "1024".into(),
@@ -110,6 +118,11 @@ impl AwsSettings {
                 &self.task_execution_role_arn,
             ),
             ("--aws-task-role-arn", &self.task_role_arn),
+            ("--aws-relocation-image", &self.relocation_image),
+            (
+                "--aws-relocation-task-role-arn",
+                &self.relocation_task_role_arn,
+            ),
             ("--aws-wordpress-image", &self.wordpress_image),
             ("--aws-db-master-username", &self.db_master_username),
         ];
@@ -203,6 +216,21 @@ pub struct AwsArgs {
         required_if_eq("cloud", "aws")
     )]
     pub aws_task_role_arn: Option<String>,
+    /// Image of the task that moves restored files into place after an AWS Backup restore
+    /// (the controller's own image: its entrypoint is `wpfleet`).
+    #[arg(
+        long,
+        env = "WPFLEET_AWS_RELOCATION_IMAGE",
+        required_if_eq("cloud", "aws")
+    )]
+    pub aws_relocation_image: Option<String>,
+    /// IAM role that task runs as (EFS client mount, write and root access).
+    #[arg(
+        long,
+        env = "WPFLEET_AWS_RELOCATION_TASK_ROLE_ARN",
+        required_if_eq("cloud", "aws")
+    )]
+    pub aws_relocation_task_role_arn: Option<String>,
     /// WordPress image repository; the tag comes from each instance's versions.
     #[arg(long, env = "WPFLEET_AWS_WORDPRESS_IMAGE", default_value = "wordpress")]
     pub aws_wordpress_image: String,
@@ -269,6 +297,8 @@ impl AwsArgs {
             backup_role_arn: self.aws_backup_role_arn.unwrap_or_default(),
             task_execution_role_arn: self.aws_task_execution_role_arn.unwrap_or_default(),
             task_role_arn: self.aws_task_role_arn.unwrap_or_default(),
+            relocation_image: self.aws_relocation_image.unwrap_or_default(),
+            relocation_task_role_arn: self.aws_relocation_task_role_arn.unwrap_or_default(),
             wordpress_image: self.aws_wordpress_image,
             task_cpu: self.aws_task_cpu,
             task_memory: self.aws_task_memory,
@@ -305,7 +335,7 @@ mod tests {
     #[test]
     fn bad_settings_say_which_flag() {
         type Breaker = fn(&mut AwsSettings);
-        let cases: [(Breaker, &str); 6] = [
+        let cases: [(Breaker, &str); 8] = [
             (|s| s.cluster.clear(), "--aws-cluster"),
             (
                 |s| s.file_system_id = "vol-1".into(),
@@ -318,6 +348,11 @@ mod tests {
                 "--aws-wordpress-image",
             ),
             (|s| s.task_role_arn = " ".into(), "--aws-task-role-arn"),
+            (|s| s.relocation_image.clear(), "--aws-relocation-image"),
+            (
+                |s| s.relocation_task_role_arn.clear(),
+                "--aws-relocation-task-role-arn",
+            ),
         ];
         for (break_it, flag) in cases {
             let mut s = ok();

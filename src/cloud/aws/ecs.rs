@@ -11,7 +11,9 @@
 //!   response, would otherwise replace or duplicate it); creates carry the client token;
 //! * a new task definition revision is registered only when no active revision of the
 //!   family already has the wanted facts, so retried updates do not pile up revisions;
-//! * INACTIVE services count as gone.
+//! * INACTIVE services count as gone;
+//! * once its service is deleted, an instance's task definition families (the service's
+//!   and the relocation task's) have no ACTIVE revision left.
 
 use std::collections::HashMap;
 
@@ -21,7 +23,7 @@ use aws_sdk_ecs::types::{
     EfsAuthorizationConfig, EfsAuthorizationConfigIam, EfsTransitEncryption,
     EfsVolumeConfiguration, HealthCheck, KeyValuePair, LaunchType, LogConfiguration, LogDriver,
     MountPoint, NetworkConfiguration, NetworkMode, PortMapping, PropagateTags, Secret, Service,
-    Tag, Task, TaskDefinition, TransportProtocol, Volume,
+    Tag, Task, TaskDefinition, TaskDefinitionStatus, TransportProtocol, Volume,
 };
 
 use super::AwsCloud;
@@ -37,6 +39,8 @@ const REGISTER_TASK_DEFINITION: Api = Api::new("ecs", "RegisterTaskDefinition");
 const CREATE_SERVICE: Api = Api::new("ecs", "CreateService");
 const UPDATE_SERVICE: Api = Api::new("ecs", "UpdateService");
 const DELETE_SERVICE: Api = Api::new("ecs", "DeleteService");
+const LIST_TASK_DEFINITIONS: Api = Api::new("ecs", "ListTaskDefinitions");
+const DEREGISTER_TASK_DEFINITION: Api = Api::new("ecs", "DeregisterTaskDefinition");
 const LIST_TASKS: Api = Api::new("ecs", "ListTasks");
 const DESCRIBE_TASKS: Api = Api::new("ecs", "DescribeTasks");
 
@@ -411,7 +415,11 @@ impl AwsCloud {
         Ok(StepOutcome::Done)
     }
 
-    /// DeleteService (forced: ECS stops the tasks); a missing or inactive one is fine.
+    /// DeleteService (forced: ECS stops the tasks); a missing or inactive one is fine. Then
+    /// the instance's task definitions are deregistered: ECS keeps ACTIVE revisions forever,
+    /// and a deleted instance must leave nothing of its own behind. (Running tasks of a
+    /// deregistered revision are unaffected, so the order is safe; a revision is never
+    /// deregistered while the service exists, as the circuit breaker may roll back to it.)
     pub(super) async fn delete_service(&self, name: &str) -> AwsResult<StepOutcome> {
         let request = self
             .clients
@@ -422,11 +430,59 @@ impl AwsCloud {
             .force(true)
             .send();
         match self.caller.send(DELETE_SERVICE, request).await {
-            Ok(_) => Ok(StepOutcome::Done),
-            Err(f) if f.is(&["ServiceNotFoundException", "ServiceNotActiveException"]) => {
-                Ok(StepOutcome::Done)
+            Ok(_) => {}
+            Err(f) if f.is(&["ServiceNotFoundException", "ServiceNotActiveException"]) => {}
+            Err(f) => return Err(f),
+        }
+        for family in [name.to_owned(), super::relocation::family_of_service(name)] {
+            self.deregister_family(&family).await?;
+        }
+        Ok(StepOutcome::Done)
+    }
+
+    /// Deregisters every ACTIVE revision of exactly `family` (ListTaskDefinitions matches by
+    /// prefix, so `wp-t-a` would also list `wp-t-ab`'s revisions: filtered by ARN).
+    async fn deregister_family(&self, family: &str) -> AwsResult<()> {
+        for arn in self.active_revisions(family).await? {
+            let request = self
+                .clients
+                .ecs
+                .deregister_task_definition()
+                .task_definition(&arn)
+                .send();
+            match self.caller.send(DEREGISTER_TASK_DEFINITION, request).await {
+                Ok(_) => {}
+                // Already INACTIVE (a retried step, or another replica): done.
+                Err(f) if f.is(&["ClientException"]) => {}
+                Err(f) => return Err(f),
             }
-            Err(f) => Err(f),
+        }
+        Ok(())
+    }
+
+    async fn active_revisions(&self, family: &str) -> AwsResult<Vec<String>> {
+        let mut arns = Vec::new();
+        let mut next_token = None;
+        loop {
+            let request = self
+                .clients
+                .ecs
+                .list_task_definitions()
+                .family_prefix(family)
+                .status(TaskDefinitionStatus::Active)
+                .set_next_token(next_token)
+                .send();
+            let out = self.caller.send(LIST_TASK_DEFINITIONS, request).await?;
+            arns.extend(
+                out.task_definition_arns()
+                    .iter()
+                    .filter(|arn| family_of_arn(arn) == Some(family))
+                    .cloned(),
+            );
+            next_token = out.next_token;
+            if next_token.is_none() {
+                return Ok(arns);
+            }
         }
     }
 
@@ -637,7 +693,7 @@ fn count(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
-fn ecs_tags(key: &InstanceKey) -> Vec<Tag> {
+pub(super) fn ecs_tags(key: &InstanceKey) -> Vec<Tag> {
     tags(key)
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
@@ -665,4 +721,10 @@ pub(super) fn build_error(api: Api, e: impl std::fmt::Display) -> AwsFailure {
             message: e.to_string(),
         },
     }
+}
+
+/// `family` of `arn:aws:ecs:{region}:{account}:task-definition/{family}:{revision}`.
+fn family_of_arn(arn: &str) -> Option<&str> {
+    let (_, name) = arn.rsplit_once(":task-definition/")?;
+    Some(name.rsplit_once(':').map_or(name, |(family, _)| family))
 }

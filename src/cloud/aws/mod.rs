@@ -13,7 +13,9 @@
 //! * `config`: settings and the `serve` flags; `budget`: client-side token buckets;
 //!   `call`: the one path every request takes (budget, metrics, error classification);
 //!   `errors`: what counts as retryable.
-//! * `ecs`, `efs`, `rds`, `logs`, `backup`: one service each (observation and steps).
+//! * `ecs`, `efs`, `rds`, `logs`, `backup`: one service each (observation and steps);
+//!   `relocation`: the one-off ECS task that moves a restore's files out of AWS Backup's
+//!   recovery directory into place.
 //!
 //! Invariants:
 //! * only this module imports the AWS SDK crates (and `store/dynamodb` the DynamoDB one);
@@ -32,6 +34,7 @@ mod efs;
 mod errors;
 mod logs;
 mod rds;
+mod relocation;
 
 #[cfg(test)]
 mod tests;
@@ -51,8 +54,8 @@ use self::ecs::{ServiceSpec, TaskFacts};
 use self::rds::RdsIndex;
 use super::names::{MANAGED_BY, ResourceNames, TAG_INSTANCE, TAG_MANAGED_BY, TAG_TENANT};
 use super::{
-    ClientToken, Cloud, CloudError, CloudResult, JobRef, LogPage, LogQuery, Observed, ObservedJob,
-    ObservedService, ObservedTask, Scope, Seen, Step, StepOutcome, WaitingOn,
+    ClientToken, Cloud, CloudError, CloudResult, JobKind, JobRef, LogPage, LogQuery, Observed,
+    ObservedJob, ObservedService, ObservedTask, Scope, Seen, Step, StepOutcome, WaitingOn,
 };
 use crate::metrics::Metrics;
 use crate::model::{InstanceId, InstanceKey, TenantId};
@@ -387,6 +390,15 @@ impl AwsCloud {
             Step::StartRestoreJob {
                 recovery_point_arn, ..
             } => self.start_restore_job(key, recovery_point_arn, token).await,
+            Step::RelocateRestoredFiles {
+                restore_job_id,
+                target_root,
+                replaces,
+            } => {
+                let token = super::rerun_token(token, replaces.as_deref());
+                self.relocate_restored_files(key, restore_job_id, target_root, &token)
+                    .await
+            }
         }
     }
 }
@@ -468,7 +480,17 @@ impl Cloud for AwsCloud {
     }
 
     async fn describe_jobs(&self, jobs: &[JobRef]) -> CloudResult<Vec<ObservedJob>> {
-        Ok(self.describe_backup_jobs(jobs).await?)
+        let tasks: Vec<String> = jobs
+            .iter()
+            .filter(|j| j.kind == JobKind::Relocation)
+            .map(|j| j.id.clone())
+            .collect();
+        let (mut seen, relocations) = tokio::try_join!(
+            self.describe_backup_jobs(jobs),
+            self.describe_relocations(&tasks),
+        )?;
+        seen.extend(relocations);
+        Ok(seen)
     }
 
     async fn apply(

@@ -5,7 +5,8 @@
 //!
 //! Covered here: ECS tasks (moto lists none), RDS transitional states (moto's are
 //! instant), EFS lookup before create (moto ignores the client token), AWS Backup jobs
-//! (moto has none), deletion protection, error classification and the metrics.
+//! (moto has none), the relocation task (moto cannot RunTask an awsvpc task definition),
+//! deletion protection, error classification and the metrics.
 
 use std::sync::{Arc, Mutex};
 
@@ -251,7 +252,7 @@ mod ecs_service {
     use aws_sdk_ecs::operation::update_service::UpdateServiceOutput;
     use aws_sdk_ecs::types::{
         ContainerDefinition, EfsAuthorizationConfig, EfsVolumeConfiguration, KeyValuePair, Service,
-        TaskDefinition, Volume,
+        TaskDefinition, TaskDefinitionStatus, Volume,
     };
 
     const TD: &str = "arn:aws:ecs:eu-west-1:123456789012:task-definition/wp:7";
@@ -373,6 +374,64 @@ mod ecs_service {
             Ok(StepOutcome::Done)
         );
         assert_eq!((register.num_calls(), update.num_calls()), (0, 1));
+    }
+
+    /// ListTaskDefinitions' familyPrefix is a prefix: `wp-t1-blog` also lists the revisions
+    /// of an instance named `blog2`, which must stay registered.
+    #[tokio::test]
+    async fn deleting_the_service_deregisters_exactly_its_families_revisions() {
+        use aws_sdk_ecs::operation::delete_service::DeleteServiceOutput;
+        use aws_sdk_ecs::operation::deregister_task_definition::DeregisterTaskDefinitionOutput;
+        use aws_sdk_ecs::operation::list_task_definitions::ListTaskDefinitionsOutput;
+        let service = names().service;
+        let arn = |family: &str, rev: u32| {
+            format!("arn:aws:ecs:eu-west-1:123456789012:task-definition/{family}:{rev}")
+        };
+        let listed = [
+            arn(&service, 1),
+            arn(&service, 2),
+            arn(&format!("{service}2"), 1),
+            arn(&format!("{service}-relocate"), 1),
+        ];
+        let list = mock!(aws_sdk_ecs::Client::list_task_definitions)
+            .match_requests(|r| r.status() == Some(&TaskDefinitionStatus::Active))
+            .then_output(move || {
+                ListTaskDefinitionsOutput::builder()
+                    .set_task_definition_arns(Some(listed.to_vec()))
+                    .build()
+            });
+        let deregistered = Arc::new(Mutex::new(Vec::new()));
+        let seen = deregistered.clone();
+        let deregister = mock!(aws_sdk_ecs::Client::deregister_task_definition)
+            .match_requests(move |r| {
+                seen.lock()
+                    .unwrap()
+                    .push(r.task_definition().unwrap_or_default().to_owned());
+                true
+            })
+            .then_output(|| DeregisterTaskDefinitionOutput::builder().build());
+        let delete = mock!(aws_sdk_ecs::Client::delete_service)
+            .then_output(|| DeleteServiceOutput::builder().build());
+        let cloud = Mocks {
+            ecs: vec![delete, list, deregister],
+            ..Mocks::default()
+        }
+        .cloud()
+        .await;
+        let step = Step::DeleteService {
+            name: service.clone(),
+        };
+        assert_eq!(apply(&cloud, &step).await, Ok(StepOutcome::Done));
+        let mut got = deregistered.lock().unwrap().clone();
+        got.sort();
+        got.dedup();
+        let mut want = vec![
+            arn(&service, 1),
+            arn(&service, 2),
+            arn(&format!("{service}-relocate"), 1),
+        ];
+        want.sort();
+        assert_eq!(got, want);
     }
 }
 
@@ -771,6 +830,373 @@ mod backup {
             "{r:?}"
         );
         assert_eq!(start.num_calls(), 0);
+    }
+}
+
+mod relocation {
+    use super::*;
+    use aws_sdk_backup::operation::describe_backup_job::DescribeBackupJobOutput;
+    use aws_sdk_backup::operation::describe_restore_job::DescribeRestoreJobOutput;
+    use aws_sdk_backup::operation::list_tags::ListTagsOutput;
+    use aws_sdk_backup::types::{BackupJobState, RestoreJobStatus};
+    use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionOutput;
+    use aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput;
+    use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionOutput;
+    use aws_sdk_ecs::operation::run_task::RunTaskOutput;
+    use aws_sdk_ecs::types::{
+        Container, ContainerDefinition, EfsAuthorizationConfigIam, EfsVolumeConfiguration, Failure,
+        LaunchType, LogConfiguration, LogDriver, Task, TaskDefinition, TaskStopCode, Volume,
+    };
+
+    const RP: &str = "arn:aws:backup:eu-west-1:123456789012:recovery-point:RP1";
+    const TD: &str = "arn:aws:ecs:eu-west-1:123456789012:task-definition/relocate:1";
+    const TASK: &str = "arn:aws:ecs:eu-west-1:123456789012:task/wp/0123456789abcdef";
+    /// 2024-05-01T10:00:00Z, and the job took 20 minutes.
+    const CREATED: i64 = 1_714_557_600;
+
+    fn target() -> String {
+        names().access_point_root(Some("0a1b2c3d"))
+    }
+
+    fn step(replaces: Option<&str>) -> Step {
+        Step::RelocateRestoredFiles {
+            restore_job_id: "RJOB-1".into(),
+            target_root: target(),
+            replaces: replaces.map(str::to_owned),
+        }
+    }
+
+    fn restore_job(status: RestoreJobStatus) -> Rule {
+        mock!(aws_sdk_backup::Client::describe_restore_job)
+            .match_requests(|r| r.restore_job_id() == Some("RJOB-1"))
+            .then_output(move || {
+                DescribeRestoreJobOutput::builder()
+                    .restore_job_id("RJOB-1")
+                    .status(status.clone())
+                    .recovery_point_arn(RP)
+                    .creation_date(aws_sdk_backup::primitives::DateTime::from_secs(CREATED))
+                    .completion_date(aws_sdk_backup::primitives::DateTime::from_secs(
+                        CREATED + 1_200,
+                    ))
+                    .build()
+            })
+    }
+
+    fn rp_tags() -> Rule {
+        mock!(aws_sdk_backup::Client::list_tags)
+            .match_requests(|r| r.resource_arn() == Some(RP))
+            .then_output(|| {
+                ListTagsOutput::builder()
+                    .tags("wpfleet:root-path", "/tenants/t1/blog")
+                    .tags("bbws:tenant-id", "t1")
+                    .tags("bbws:instance-id", "blog")
+                    .tags("managed-by", "wpfleet")
+                    .build()
+            })
+    }
+
+    fn no_task_definition_yet() -> Rule {
+        mock!(aws_sdk_ecs::Client::describe_task_definition)
+            .sequence()
+            .http_status(400, Some(json_error("ClientException")))
+            .repeatedly()
+            .build()
+    }
+
+    /// The relocation task definition as the driver registers it.
+    fn relocation_definition(image: &str) -> TaskDefinition {
+        TaskDefinition::builder()
+            .task_definition_arn(TD)
+            .task_role_arn(&settings().relocation_task_role_arn)
+            .execution_role_arn(&settings().task_execution_role_arn)
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("relocate")
+                    .image(image)
+                    .log_configuration(
+                        LogConfiguration::builder()
+                            .log_driver(LogDriver::Awslogs)
+                            .options("awslogs-group", names().log_group)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .volumes(
+                Volume::builder()
+                    .name("efs-root")
+                    .efs_volume_configuration(
+                        EfsVolumeConfiguration::builder()
+                            .file_system_id("fs-0123")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .build()
+    }
+
+    fn register() -> Rule {
+        mock!(aws_sdk_ecs::Client::register_task_definition)
+            .match_requests(|r| {
+                let c = &r.container_definitions()[0];
+                let volume = r.volumes()[0].efs_volume_configuration().unwrap();
+                let auth = volume.authorization_config().unwrap();
+                r.family() == Some(format!("{}-relocate", names().service).as_str())
+                    && r.task_role_arn() == Some(settings().relocation_task_role_arn.as_str())
+                    && c.image() == Some("wpfleet")
+                    && c.user() == Some("0")
+                    && c.mount_points()[0].container_path() == Some("/mnt/efs")
+                    && volume.file_system_id() == "fs-0123"
+                    && volume.root_directory() == Some("/")
+                    && auth.access_point_id().is_none()
+                    && auth.iam() == Some(&EfsAuthorizationConfigIam::Enabled)
+            })
+            .then_output(|| {
+                RegisterTaskDefinitionOutput::builder()
+                    .task_definition(relocation_definition("wpfleet"))
+                    .build()
+            })
+    }
+
+    fn run_task(token: String) -> Rule {
+        mock!(aws_sdk_ecs::Client::run_task)
+            .match_requests(move |r| {
+                let command = r.overrides().unwrap().container_overrides()[0].command();
+                let tags = r.tags();
+                r.client_token() == Some(token.as_str())
+                    && r.task_definition() == Some(TD)
+                    && r.launch_type() == Some(&LaunchType::Fargate)
+                    && r.started_by() == Some("wpfleet-relocate")
+                    && command
+                        == [
+                            "relocate-restore",
+                            "--root",
+                            "/mnt/efs",
+                            "--source",
+                            "/tenants/t1/blog",
+                            "--target",
+                            target().as_str(),
+                            "--not-before",
+                            "2024-05-01T09:55:00Z",
+                            "--not-after",
+                            "2024-05-01T10:25:00Z",
+                        ]
+                    && tags.iter().any(|t| {
+                        t.key() == Some("wpfleet:restore-job") && t.value() == Some("RJOB-1")
+                    })
+                    && tags
+                        .iter()
+                        .any(|t| t.key() == Some("bbws:instance-id") && t.value() == Some("blog"))
+            })
+            .then_output(|| {
+                RunTaskOutput::builder()
+                    .tasks(
+                        Task::builder()
+                            .task_arn(TASK)
+                            .last_status("PROVISIONING")
+                            .build(),
+                    )
+                    .build()
+            })
+    }
+
+    fn token(replaces: Option<&str>) -> String {
+        ClientToken::derive(&key(), 1, &step(replaces))
+            .rerun(replaces)
+            .as_str()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn the_task_moves_the_completed_jobs_item_within_its_window_under_the_steps_token() {
+        let run = run_task(token(None));
+        let reg = register();
+        let cloud = Mocks {
+            backup: vec![restore_job(RestoreJobStatus::Completed), rp_tags()],
+            ecs: vec![no_task_definition_yet(), reg.clone(), run.clone()],
+            ..Mocks::default()
+        }
+        .cloud()
+        .await;
+        assert_eq!(
+            apply(&cloud, &step(None)).await,
+            Ok(StepOutcome::Started {
+                job_id: TASK.into()
+            })
+        );
+        assert_eq!((reg.num_calls(), run.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_matching_task_definition_is_reused_and_a_rerun_has_a_token_of_its_own() {
+        let current = mock!(aws_sdk_ecs::Client::describe_task_definition).then_output(|| {
+            DescribeTaskDefinitionOutput::builder()
+                .task_definition(relocation_definition("wpfleet"))
+                .build()
+        });
+        let reg = register();
+        let rerun = token(Some("arn:forgotten"));
+        assert_ne!(rerun, token(None));
+        let run = run_task(rerun);
+        let cloud = Mocks {
+            backup: vec![restore_job(RestoreJobStatus::Completed), rp_tags()],
+            ecs: vec![current, reg.clone(), run.clone()],
+            ..Mocks::default()
+        }
+        .cloud()
+        .await;
+        assert_eq!(
+            apply(&cloud, &step(Some("arn:forgotten"))).await,
+            Ok(StepOutcome::Started {
+                job_id: TASK.into()
+            })
+        );
+        assert_eq!((reg.num_calls(), run.num_calls()), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn an_outdated_task_definition_gets_a_new_revision() {
+        let old = mock!(aws_sdk_ecs::Client::describe_task_definition).then_output(|| {
+            DescribeTaskDefinitionOutput::builder()
+                .task_definition(relocation_definition("wpfleet:old"))
+                .build()
+        });
+        let reg = register();
+        let cloud = Mocks {
+            backup: vec![restore_job(RestoreJobStatus::Completed), rp_tags()],
+            ecs: vec![old, reg.clone(), run_task(token(None))],
+            ..Mocks::default()
+        }
+        .cloud()
+        .await;
+        assert!(apply(&cloud, &step(None)).await.is_ok());
+        assert_eq!(reg.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn nothing_runs_before_the_restore_job_completed_or_without_a_task() {
+        let run = run_task(token(None));
+        let cloud = Mocks {
+            backup: vec![restore_job(RestoreJobStatus::Running), rp_tags()],
+            ecs: vec![no_task_definition_yet(), register(), run.clone()],
+            ..Mocks::default()
+        }
+        .cloud()
+        .await;
+        let early = apply(&cloud, &step(None)).await;
+        assert!(
+            matches!(&early, Err(CloudError::InvalidState { .. })),
+            "{early:?}"
+        );
+        assert_eq!(run.num_calls(), 0);
+
+        let refused = mock!(aws_sdk_ecs::Client::run_task).then_output(|| {
+            RunTaskOutput::builder()
+                .failures(Failure::builder().reason("RESOURCE:ENI").build())
+                .build()
+        });
+        let cloud = Mocks {
+            backup: vec![restore_job(RestoreJobStatus::Completed), rp_tags()],
+            ecs: vec![no_task_definition_yet(), register(), refused],
+            ..Mocks::default()
+        }
+        .cloud()
+        .await;
+        let r = apply(&cloud, &step(None)).await;
+        assert!(
+            matches!(&r, Err(e @ CloudError::InvalidState { message, .. }) if e.is_retryable() && message.contains("RESOURCE:ENI")),
+            "{r:?}"
+        );
+    }
+
+    fn stopped(arn: &str, exit: Option<i32>) -> Task {
+        let mut container = Container::builder().name("relocate");
+        if let Some(code) = exit {
+            container = container.exit_code(code);
+        }
+        Task::builder()
+            .task_arn(arn)
+            .last_status("STOPPED")
+            .stop_code(TaskStopCode::EssentialContainerExited)
+            .stopped_reason("CannotPullContainerError: pull access denied")
+            .containers(container.build())
+            .build()
+    }
+
+    #[tokio::test]
+    async fn tasks_are_described_by_exit_status_and_forgotten_ones_left_out() {
+        let described = mock!(aws_sdk_ecs::Client::describe_tasks)
+            .match_requests(|r| r.tasks().len() == 5)
+            .then_output(|| {
+                DescribeTasksOutput::builder()
+                    .tasks(
+                        Task::builder()
+                            .task_arn("arn:t/running")
+                            .last_status("RUNNING")
+                            .build(),
+                    )
+                    .tasks(stopped("arn:t/moved", Some(0)))
+                    .tasks(stopped("arn:t/refused", Some(3)))
+                    .tasks(stopped("arn:t/never-ran", None))
+                    .failures(
+                        Failure::builder()
+                            .arn("arn:t/forgotten")
+                            .reason("MISSING")
+                            .build(),
+                    )
+                    .build()
+            });
+        let backup = mock!(aws_sdk_backup::Client::describe_backup_job).then_output(|| {
+            DescribeBackupJobOutput::builder()
+                .backup_job_id("JOB-1")
+                .state(BackupJobState::Running)
+                .build()
+        });
+        let cloud = Mocks {
+            ecs: vec![described.clone()],
+            backup: vec![backup],
+            ..Mocks::default()
+        }
+        .cloud()
+        .await;
+        let job = |kind, id: &str| JobRef {
+            kind,
+            id: id.into(),
+        };
+        let mut refs: Vec<JobRef> = ["running", "moved", "refused", "never-ran", "forgotten"]
+            .iter()
+            .map(|t| job(JobKind::Relocation, &format!("arn:t/{t}")))
+            .collect();
+        refs.push(job(JobKind::Backup, "JOB-1"));
+        let seen = cloud.describe_jobs(&refs).await.unwrap();
+        assert_eq!(
+            described.num_calls(),
+            1,
+            "one DescribeTasks for all of them"
+        );
+        let of = |id: &str| seen.iter().find(|j| j.id == id).cloned();
+        assert_eq!(of("JOB-1").map(|j| j.kind), Some(JobKind::Backup));
+        assert_eq!(
+            of("arn:t/running").map(|j| j.state),
+            Some(JobState::Running)
+        );
+        assert_eq!(
+            of("arn:t/moved").map(|j| j.state),
+            Some(JobState::Completed)
+        );
+        let refused = of("arn:t/refused").unwrap();
+        assert_eq!(refused.state, JobState::Failed);
+        let why = refused.message.unwrap();
+        assert!(
+            why.contains("exited with 3") && why.contains("no recovery directory"),
+            "{why}"
+        );
+        let never = of("arn:t/never-ran").unwrap();
+        assert_eq!(never.state, JobState::Failed);
+        assert!(never.message.unwrap().contains("CannotPullContainerError"));
+        assert_eq!(of("arn:t/forgotten"), None, "ECS forgot it: left out");
+        assert_eq!(seen.len(), 5);
     }
 }
 

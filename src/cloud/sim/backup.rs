@@ -1,12 +1,17 @@
 //! AWS Backup: on-demand backup jobs of an EFS directory, the recovery points they
-//! produce, and restore jobs of a recovery point into a (new) directory.
+//! produce, and item-level restore jobs of a recovery point's directory; also the record
+//! of the other long job, the relocation task (`relocation`), which shares this shape.
 //!
 //! A job stores its start, its completion time and, if it is going to fail, when and why;
 //! its state at `t` is read off those times like everything else in the sim. A backup job
 //! captures its directory's data when it starts; its recovery point (ARN fixed at start)
 //! exists once the job has completed, and holds that data. A restore job captures the
-//! recovery point's data when it starts and, once completed, its target directory holds it
-//! (derived in `efs::directory_at`; nothing is copied at completion).
+//! recovery point's data when it starts and, once completed, its directory holds it
+//! (derived in `efs::directory_at`; nothing is copied at completion). As on AWS, that
+//! directory is NOT the target the step names: AWS Backup restores the item, with its full
+//! path, into a new recovery directory at the file system root,
+//! `/aws-backup-restore_<start time><source path>` (docs/AWS.md); the relocation task
+//! moves it into place.
 //!
 //! Invariants:
 //! * StartBackupJob / StartRestoreJob are idempotent by the client token (AWS Backup's
@@ -15,9 +20,9 @@
 //! * Whether a job fails is decided when it starts, deterministically from its id and
 //!   `Faults::backup_failure_rate`; a failed backup produces no recovery point and a failed
 //!   restore writes nothing.
-//! * Jobs (and so recovery points) are never removed. `job_by_token`, `rp_by_arn` and
-//!   `restores_by_target` index exactly the records of `jobs` (changed only by
-//!   `insert_job`).
+//! * Jobs (and so recovery points) are never removed. `job_by_token`, `rp_by_arn`,
+//!   `writes_by_root` and `moves_by_source` index exactly the records of `jobs` (changed
+//!   only by `insert_job`).
 //! * The sim never aborts a job (`JobState::Aborted` is not produced).
 
 use serde::{Deserialize, Serialize};
@@ -25,7 +30,8 @@ use serde::{Deserialize, Serialize};
 use super::calls::Api;
 use super::clock::{Ctx, Millis, base, mix, stable_hash, unit};
 use super::inventory::{Inventory, RecordKey};
-use super::view::{BackupJobView, RecoveryPointView, RestoreJobView};
+use super::view::{BackupJobView, RecoveryPointView, RelocationTaskView, RestoreJobView};
+use crate::cloud::relocate::RECOVERY_PREFIX;
 use crate::cloud::{CloudResult, JobKind, JobRef, JobState, ObservedJob};
 use crate::model::{InstanceKey, Timestamp};
 
@@ -34,6 +40,8 @@ use crate::model::{InstanceKey, Timestamp};
 pub(super) enum JobType {
     Backup,
     Restore,
+    /// The ECS task moving a restore's recovered files into place (`relocation`).
+    Relocation,
 }
 
 impl JobType {
@@ -41,6 +49,7 @@ impl JobType {
         match kind {
             JobKind::Backup => JobType::Backup,
             JobKind::Restore => JobType::Restore,
+            JobKind::Relocation => JobType::Relocation,
         }
     }
 
@@ -48,6 +57,7 @@ impl JobType {
         match self {
             JobType::Backup => JobKind::Backup,
             JobType::Restore => JobKind::Restore,
+            JobType::Relocation => JobKind::Relocation,
         }
     }
 }
@@ -66,14 +76,29 @@ pub(super) struct JobRec {
     pub kind: JobType,
     pub key: InstanceKey,
     pub client_token: String,
-    /// Backup: the directory backed up. Restore: the directory restored into.
+    /// Backup: the directory backed up. Restore: the directory it writes, in its recovery
+    /// directory (records from before recovery directories: the step's target).
+    /// Relocation: the target it moves the files into.
     pub root_path: String,
     /// Backup: the `backup_id` of the step.
     pub backup_id: Option<String>,
     /// Backup: the recovery point it produces when it completes. Restore: the one it reads.
+    /// Relocation: empty.
     pub recovery_point_arn: String,
     /// Backup: the directory's data at the start. Restore: the recovery point's data.
+    /// Relocation: the data it moves.
     pub data: String,
+    /// Restore: the target the step named (AWS Backup ignores it; it identifies the
+    /// restore request in views).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_root: Option<String>,
+    /// Relocation: the restore job whose files it moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_job_id: Option<String>,
+    /// Relocation: the directory it moves to `root_path`; `None` when it moves nothing (the
+    /// target was in place, or it fails).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_path: Option<String>,
     pub started_at: Millis,
     /// When it completes, unless it fails first.
     pub done_at: Millis,
@@ -156,9 +181,26 @@ impl JobRec {
             tenant_id: self.key.tenant_id.to_string(),
             instance_id: self.key.instance_id.to_string(),
             recovery_point_arn: self.recovery_point_arn.clone(),
-            target_root: self.root_path.clone(),
+            target_root: self
+                .requested_root
+                .clone()
+                .unwrap_or_else(|| self.root_path.clone()),
+            recovery_path: self.root_path.clone(),
             state: self.state_word(t).to_owned(),
             percent_done: self.percent_done(t),
+            message: self.message(t),
+        }
+    }
+
+    fn relocation_view(&self, t: Millis) -> RelocationTaskView {
+        RelocationTaskView {
+            id: self.id.clone(),
+            tenant_id: self.key.tenant_id.to_string(),
+            instance_id: self.key.instance_id.to_string(),
+            restore_job_id: self.restore_job_id.clone().unwrap_or_default(),
+            target_root: self.root_path.clone(),
+            moves: self.source_path.clone(),
+            state: self.state_word(t).to_owned(),
             message: self.message(t),
         }
     }
@@ -175,6 +217,24 @@ impl JobRec {
             data: self.data.clone(),
         }
     }
+}
+
+/// Where AWS Backup puts an item-level restore started at `t` of the directory `source`:
+/// a new recovery directory at the file system root, the item's full path inside.
+pub(super) fn recovery_path(t: Millis, source: &str) -> String {
+    let at = crate::model::Timestamp::from_timestamp_millis(t).unwrap_or_default();
+    format!(
+        "/{RECOVERY_PREFIX}{}{source}",
+        at.format("%Y-%m-%dT%H-%M-%S-%3fZ")
+    )
+}
+
+/// `/aws-backup-restore_…/a/b` → (`aws-backup-restore_…`, `/a/b`).
+pub(super) fn split_recovery_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let slash = rest.find('/')?;
+    let (name, source) = rest.split_at(slash);
+    name.starts_with(RECOVERY_PREFIX).then_some((name, source))
 }
 
 /// AWS Backup job ids and recovery point ids are upper-case UUIDs.
@@ -227,25 +287,30 @@ impl Inventory {
         if older {
             self.job_by_token.insert(token_key, rec.id.clone());
         }
+        let index = |map: &mut std::collections::HashMap<String, Vec<String>>, at: &str| {
+            let ids = map.entry(at.to_owned()).or_default();
+            if !ids.contains(&rec.id) {
+                ids.push(rec.id.clone());
+            }
+        };
         match rec.kind {
             JobType::Backup => {
                 self.rp_by_arn
                     .insert(rec.recovery_point_arn.clone(), rec.id.clone());
             }
-            JobType::Restore => {
-                let ids = self
-                    .restores_by_target
-                    .entry(rec.root_path.clone())
-                    .or_default();
-                if !ids.contains(&rec.id) {
-                    ids.push(rec.id.clone());
+            JobType::Restore => index(&mut self.writes_by_root, &rec.root_path),
+            // Only a relocation that moves something writes (and empties its source).
+            JobType::Relocation => {
+                if let Some(source) = &rec.source_path {
+                    index(&mut self.writes_by_root, &rec.root_path);
+                    index(&mut self.moves_by_source, source);
                 }
             }
         }
         self.jobs.insert(rec.id.clone(), rec);
     }
 
-    fn job_by_token(&self, kind: JobType, token: &str) -> Option<&str> {
+    pub(super) fn job_by_token(&self, kind: JobType, token: &str) -> Option<&str> {
         self.job_by_token
             .get(&(kind, token.to_owned()))
             .map(String::as_str)
@@ -290,6 +355,9 @@ impl Inventory {
                 new_uuid()
             ),
             data,
+            requested_root: None,
+            restore_job_id: None,
+            source_path: None,
             started_at: ctx.now,
             done_at,
             failure,
@@ -330,11 +398,13 @@ impl Inventory {
             }
             JobState::Failed | JobState::Aborted => return Err(not_found()),
         };
+        // AWS Backup restores the item with its full path into a recovery directory of its
+        // own, whatever target the caller has in mind.
+        let landing = recovery_path(ctx.now, &source.root_path);
         let id = new_uuid();
         let why = format!(
-            "Restore job failed: writing {} to the EFS file system did not complete \
-             (simulated fault)",
-            new.target_root
+            "Restore job failed: writing {landing} to the EFS file system did not complete \
+             (simulated fault)"
         );
         let (done_at, failure) = schedule(ctx, &id, base::RESTORE_JOB, why);
         let rec = JobRec {
@@ -342,10 +412,13 @@ impl Inventory {
             kind: JobType::Restore,
             key: key.clone(),
             client_token: new.token.to_owned(),
-            root_path: new.target_root.to_owned(),
+            root_path: landing,
             backup_id: None,
             recovery_point_arn: arn.to_owned(),
             data,
+            requested_root: Some(new.target_root.to_owned()),
+            restore_job_id: None,
+            source_path: None,
             started_at: ctx.now,
             done_at,
             failure,
@@ -362,9 +435,10 @@ impl Inventory {
             .filter(|job| job.kind == JobType::of(r.kind))
     }
 
-    /// The newest restore into `root` completed by `t`: when, and the data it wrote.
-    pub(super) fn last_restore_into(&self, root: &str, t: Millis) -> Option<(Millis, &str)> {
-        self.restores_by_target
+    /// The newest job completed by `t` that wrote `root` (a restore into its recovery
+    /// directory, a relocation into its target): when, and the data it wrote.
+    pub(super) fn last_job_write(&self, root: &str, t: Millis) -> Option<(Millis, &str)> {
+        self.writes_by_root
             .get(root)?
             .iter()
             .filter_map(|id| self.jobs.get(id))
@@ -373,9 +447,20 @@ impl Inventory {
             .map(|job| (job.done_at, job.data.as_str()))
     }
 
-    /// Directories some restore job writes (or wrote) into.
-    pub(super) fn restore_targets(&self) -> impl Iterator<Item = &str> {
-        self.restores_by_target.keys().map(String::as_str)
+    /// When a relocation moved `root` away (completed by `t`), if one did.
+    pub(super) fn moved_away(&self, root: &str, t: Millis) -> Option<Millis> {
+        self.moves_by_source
+            .get(root)?
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .filter(|job| job.state(t) == JobState::Completed)
+            .map(|job| job.done_at)
+            .min()
+    }
+
+    /// Directories some job writes (or wrote) into.
+    pub(super) fn job_written_roots(&self) -> impl Iterator<Item = &str> {
+        self.writes_by_root.keys().map(String::as_str)
     }
 
     pub(super) fn backup_job_views(&self, t: Millis) -> Vec<BackupJobView> {
@@ -395,6 +480,17 @@ impl Inventory {
             .values()
             .filter(|j| j.kind == JobType::Restore)
             .map(|j| j.restore_view(t))
+            .collect();
+        views.sort_by(|a, b| a.id.cmp(&b.id));
+        views
+    }
+
+    pub(super) fn relocation_task_views(&self, t: Millis) -> Vec<RelocationTaskView> {
+        let mut views: Vec<RelocationTaskView> = self
+            .jobs
+            .values()
+            .filter(|j| j.kind == JobType::Relocation)
+            .map(|j| j.relocation_view(t))
             .collect();
         views.sort_by(|a, b| a.id.cmp(&b.id));
         views
@@ -426,6 +522,9 @@ mod tests {
             backup_id: Some("bk".into()),
             recovery_point_arn: "arn:rp".into(),
             data: "A".into(),
+            requested_root: None,
+            restore_job_id: None,
+            source_path: None,
             started_at: 1_000,
             done_at: 2_000,
             failure,

@@ -96,6 +96,7 @@ impl Api {
             Step::DeleteService { .. } => Self::write(Ecs, "DeleteService"),
             Step::StartBackupJob { .. } => Self::write(Backup, "StartBackupJob"),
             Step::StartRestoreJob { .. } => Self::write(Backup, "StartRestoreJob"),
+            Step::RelocateRestoredFiles { .. } => Self::write(Ecs, "RunTask"),
             Step::RestoreDatabase { .. } => Self::write(Rds, "RestoreDBInstanceFromDBSnapshot"),
         }
     }

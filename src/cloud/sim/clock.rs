@@ -40,6 +40,9 @@ pub(super) mod base {
     pub const BACKUP_JOB: f64 = 90_000.0;
     /// An AWS Backup restore of one recovery point into a new directory.
     pub const RESTORE_JOB: f64 = 120_000.0;
+    /// A one-off Fargate task that moves restored files into place: provisioning, image
+    /// pull, one rename.
+    pub const RELOCATION_TASK: f64 = 40_000.0;
     /// A running task writes one access-log line this often.
     pub const LOG_LINE_EVERY: f64 = 10_000.0;
 }

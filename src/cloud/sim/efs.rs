@@ -7,10 +7,12 @@
 //!   returns the existing access point, a different token creates another one even for the
 //!   same root path. Preventing duplicates is the reconciler's job (observe first).
 //! * Every access point carries `names::tags(key)`; observation finds it by those tags.
-//! * A directory exists from the moment an access point is created on it, or a restore job
-//!   into it completes, and then forever (deleting an access point keeps the files, as on
-//!   EFS). Its content at `t` is whichever came last: the last write (`DirRec`), or the
-//!   last restore into it completed by `t` (derived from the job, never stored twice).
+//! * A directory exists from the moment an access point is created on it, or a job writing
+//!   it completes (a restore job into its recovery directory, a relocation into its
+//!   target), and then for good (deleting an access point keeps the files, as on EFS),
+//!   unless a relocation moved it away. Its content at `t` is whichever came last: the
+//!   last write (`DirRec`), or the last job write completed by `t` (derived from the job,
+//!   never stored twice).
 
 use serde::{Deserialize, Serialize};
 
@@ -171,12 +173,15 @@ impl Inventory {
 
     /// The content of directory `root` at `t`; `None` if it does not exist then.
     pub(super) fn directory_at(&self, root: &str, t: Millis) -> Option<&str> {
+        if self.moved_away(root, t).is_some() {
+            return None;
+        }
         let written = self
             .directories
             .get(root)
             .filter(|d| d.created_at <= t)
             .map(|d| (d.written_at, d.data.as_str()));
-        let restored = self.last_restore_into(root, t);
+        let restored = self.last_job_write(root, t);
         match (written, restored) {
             (Some(w), Some(r)) => Some(if r.0 > w.0 { r.1 } else { w.1 }),
             (w, r) => w.or(r).map(|(_, data)| data),
@@ -206,7 +211,7 @@ impl Inventory {
             .directories
             .keys()
             .map(String::as_str)
-            .chain(self.restore_targets())
+            .chain(self.job_written_roots())
             .collect();
         roots.sort_unstable();
         roots.dedup();

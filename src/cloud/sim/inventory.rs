@@ -22,6 +22,7 @@ use super::ecs::{NewService, ServiceRec, ServiceUpdate, TaskHistory};
 use super::efs::{AccessPointRec, DirRec};
 use super::logs::LogGroupRec;
 use super::rds::{DbRec, KeyIndex, NewDb, RestoredDb, SnapshotRec};
+use super::relocation::NewRelocation;
 use super::view::InventorySnapshot;
 use crate::cloud::names::ResourceNames;
 use crate::cloud::{CloudResult, DbState, Observed, Seen, Step, StepOutcome};
@@ -84,7 +85,10 @@ pub(super) struct Inventory {
     pub jobs: HashMap<String, JobRec>,
     pub job_by_token: HashMap<(JobType, String), String>,
     pub rp_by_arn: HashMap<String, String>,
-    pub restores_by_target: HashMap<String, Vec<String>>,
+    /// Jobs that write a directory (restores, relocations that move), by its root path.
+    pub writes_by_root: HashMap<String, Vec<String>>,
+    /// Relocations that move a directory away, by the directory's root path.
+    pub moves_by_source: HashMap<String, Vec<String>>,
     /// Stopped tasks per service name, for the logs (see `ecs`).
     pub task_history: HashMap<String, TaskHistory>,
     dirty: BTreeSet<RecordKey>,
@@ -169,6 +173,18 @@ impl Inventory {
                     token,
                 };
                 started(self.start_restore_job(ctx, api, key, new))
+            }
+            Step::RelocateRestoredFiles {
+                restore_job_id,
+                target_root,
+                replaces,
+            } => {
+                let new = NewRelocation {
+                    restore_job_id,
+                    target_root,
+                    token: &crate::cloud::rerun_token(token, replaces.as_deref()),
+                };
+                started(self.start_relocation(ctx, api, key, new))
             }
             Step::CreateLogGroup {
                 name,
@@ -306,6 +322,7 @@ impl Inventory {
             recovery_points: self.recovery_point_views(t),
             backup_jobs: self.backup_job_views(t),
             restore_jobs: self.restore_job_views(t),
+            relocation_tasks: self.relocation_task_views(t),
         };
         inv.services.sort_by(|a, b| a.name.cmp(&b.name));
         inv.access_points.sort_by(|a, b| a.id.cmp(&b.id));

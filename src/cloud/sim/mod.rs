@@ -15,6 +15,8 @@
 //! * data: EFS directories and RDS instances hold a `data` string ("what WordPress wrote",
 //!   see [`SimCloud::write_data`]); RDS snapshots and AWS Backup recovery points capture it,
 //!   and restores bring it back into NEW resources (neither service restores in place);
+//!   as on AWS, an EFS restore lands in AWS Backup's own recovery directory, and only the
+//!   relocation task (`Step::RelocateRestoredFiles`) moves it where the access point looks;
 //! * log events are derived from the tasks' timelines (`log_events`), never stored;
 //! * the cloud outlives the controller: [`SimCloud::open`] keeps it in a redb file.
 //!
@@ -47,6 +49,7 @@ mod log_events;
 mod logs;
 mod persist;
 mod rds;
+mod relocation;
 mod view;
 
 #[cfg(test)]
@@ -80,7 +83,7 @@ pub use self::ecs::MAX_PAST_TASKS;
 pub use self::persist::FILE_NAME;
 pub use self::view::{
     AccessPointView, BackupJobView, DatabaseView, DirectoryView, InventorySnapshot, LogGroupView,
-    RecoveryPointView, RestoreJobView, ServiceView, SnapshotView, TaskView,
+    RecoveryPointView, RelocationTaskView, RestoreJobView, ServiceView, SnapshotView, TaskView,
 };
 
 /// Settings of the simulated cloud.
@@ -718,6 +721,15 @@ fn describe_chunks(listed: &[(String, usize)]) -> Vec<Option<String>> {
 /// DescribeTasks takes at most this many tasks.
 const TASKS_PER_DESCRIBE: usize = 100;
 
+/// The call describing a job of `kind`.
+fn describe_job_api(kind: JobKind) -> Api {
+    match kind {
+        JobKind::Backup => DESCRIBE_BACKUP_JOB,
+        JobKind::Restore => DESCRIBE_RESTORE_JOB,
+        JobKind::Relocation => DESCRIBE_TASKS,
+    }
+}
+
 /// How many past observations per instance a stale or reordered view picks from.
 const VIEW_HISTORY: usize = 6;
 
@@ -798,8 +810,9 @@ impl Cloud for SimCloud {
         Ok(keys.iter().map(|key| self.tasks_now(key)).collect())
     }
 
-    /// One DescribeBackupJob / DescribeRestoreJob per job, issued concurrently; ids of no
-    /// job of that kind are left out (AWS would answer ResourceNotFound for each).
+    /// One DescribeBackupJob / DescribeRestoreJob / DescribeTasks per job, issued
+    /// concurrently; ids of no job of that kind are left out (AWS would answer
+    /// ResourceNotFound, ECS a MISSING failure).
     async fn describe_jobs(&self, jobs: &[JobRef]) -> CloudResult<Vec<ObservedJob>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
@@ -808,11 +821,10 @@ impl Cloud for SimCloud {
             let inv = self.lock_inventory();
             jobs.iter()
                 .map(|r| {
-                    let api = match r.kind {
-                        JobKind::Backup => DESCRIBE_BACKUP_JOB,
-                        JobKind::Restore => DESCRIBE_RESTORE_JOB,
-                    };
-                    (api, inv.job(r).map(|job| job.key.path()))
+                    (
+                        describe_job_api(r.kind),
+                        inv.job(r).map(|job| job.key.path()),
+                    )
                 })
                 .collect()
         };
@@ -903,7 +915,17 @@ impl Cloud for SimCloud {
                 LIST_TASKS.service.name(),
                 per_chunk(*n, 1).saturating_add(per_chunk(n.saturating_mul(4), 100)),
             )],
-            Call::DescribeJobs(jobs) => vec![("backup", per_chunk(jobs.len(), 1))],
+            Call::DescribeJobs(jobs) => {
+                let mut cost: Vec<(&'static str, u32)> = Vec::new();
+                for job in jobs.iter() {
+                    let service = describe_job_api(job.kind).service.name();
+                    match cost.iter_mut().find(|(s, _)| *s == service) {
+                        Some((_, n)) => *n += 1,
+                        None => cost.push((service, 1)),
+                    }
+                }
+                cost
+            }
             Call::Apply(step) => vec![(Api::of_step(step).service.name(), 1)],
             Call::Logs => vec![(FILTER_LOG_EVENTS.service.name(), 1)],
         }

@@ -21,8 +21,9 @@ pub struct InventorySnapshot {
     pub databases: Vec<DatabaseView>,
     pub snapshots: Vec<SnapshotView>,
     pub log_groups: Vec<LogGroupView>,
-    /// EFS directories that exist (an access point was created on them, or a restore wrote
-    /// them), by root path.
+    /// EFS directories that exist (an access point was created on them, a restore wrote
+    /// them into its recovery directory, or a relocation moved them into place), by root
+    /// path.
     #[serde(default)]
     pub directories: Vec<DirectoryView>,
     /// AWS Backup recovery points (of completed backup jobs), by ARN.
@@ -32,6 +33,9 @@ pub struct InventorySnapshot {
     pub backup_jobs: Vec<BackupJobView>,
     #[serde(default)]
     pub restore_jobs: Vec<RestoreJobView>,
+    /// ECS tasks that moved (or move) restored files into place.
+    #[serde(default)]
+    pub relocation_tasks: Vec<RelocationTaskView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,9 +159,30 @@ pub struct RestoreJobView {
     pub tenant_id: String,
     pub instance_id: String,
     pub recovery_point_arn: String,
+    /// The directory the restore is for (the step's target; AWS Backup does not write it).
     pub target_root: String,
+    /// Where AWS Backup writes the item: its recovery directory and the item's full path.
+    pub recovery_path: String,
     /// `RUNNING`, `COMPLETED` or `FAILED`.
     pub state: String,
     pub percent_done: u8,
+    pub message: Option<String>,
+}
+
+/// The ECS task that moves a restore's recovered files into place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelocationTaskView {
+    /// The task's ARN.
+    pub id: String,
+    pub tenant_id: String,
+    pub instance_id: String,
+    pub restore_job_id: String,
+    pub target_root: String,
+    /// The recovery directory path it moves into `target_root`; `None` if it moves
+    /// nothing (the target was in place, or it fails).
+    pub moves: Option<String>,
+    /// `RUNNING`, `COMPLETED` or `FAILED`.
+    pub state: String,
     pub message: Option<String>,
 }

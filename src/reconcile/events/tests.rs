@@ -311,6 +311,7 @@ fn a_restore_is_reported_at_each_new_stage() {
         started_at: t0(),
         completed_at: None,
         efs_restore_job_id: None,
+        efs_relocation_task_id: None,
         previous_epoch: None,
         error: None,
     };

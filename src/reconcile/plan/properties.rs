@@ -69,7 +69,11 @@ fn desired(with_restore: bool) -> impl Strategy<Value = (Instance, Vec<Backup>, 
         2u32..=10,
         any::<bool>(),
         phase(),
-        proptest::option::of((proptest::option::of(restore_stage()), any::<bool>())),
+        proptest::option::of((
+            proptest::option::of(restore_stage()),
+            any::<bool>(),
+            any::<bool>(),
+        )),
         proptest::collection::vec((any::<bool>(), any::<bool>()), 0..=2),
         any::<bool>(),
     )
@@ -98,7 +102,7 @@ fn desired(with_restore: bool) -> impl Strategy<Value = (Instance, Vec<Backup>, 
                     inst.metadata.deletion_requested_at = Some(at());
                 }
                 let mut restore_from = None;
-                if let Some((stage, job)) = restore {
+                if let Some((stage, job, relocation)) = restore {
                     inst.spec.restore = Some(RestoreSpec {
                         backup_id: BACKUP.into(),
                         request_id: REQUEST.into(),
@@ -111,6 +115,7 @@ fn desired(with_restore: bool) -> impl Strategy<Value = (Instance, Vec<Backup>, 
                         started_at: at(),
                         completed_at: None,
                         efs_restore_job_id: job.then(|| "rjob-1".to_owned()),
+                        efs_relocation_task_id: (job && relocation).then(|| "rtask-1".to_owned()),
                         previous_epoch: None,
                         error: None,
                     });
@@ -231,7 +236,7 @@ fn observed(ok_only: bool) -> impl Strategy<Value = Observed> {
     ));
     let jobs = proptest::collection::vec(
         (
-            any::<bool>(),
+            proptest::sample::select(vec![JobKind::Backup, JobKind::Restore, JobKind::Relocation]),
             proptest::sample::select(vec![
                 JobState::Running,
                 JobState::Completed,
@@ -328,17 +333,13 @@ fn observed(ok_only: bool) -> impl Strategy<Value = Observed> {
                 });
             }
             o.tasks = tasks.map(|n| (0..n).map(|i| healthy_task(&format!("t{i}"))).collect());
-            for (i, (restore, state)) in jobs.into_iter().enumerate() {
+            for (i, (kind, state)) in jobs.into_iter().enumerate() {
                 o.jobs.push(ObservedJob {
-                    kind: if restore {
-                        JobKind::Restore
-                    } else {
-                        JobKind::Backup
-                    },
-                    id: if restore {
-                        "rjob-1".into()
-                    } else {
-                        format!("job-{i}")
+                    kind,
+                    id: match kind {
+                        JobKind::Restore => "rjob-1".into(),
+                        JobKind::Relocation => "rtask-1".into(),
+                        JobKind::Backup => format!("job-{i}"),
                     },
                     state,
                     percent_done: 50,
@@ -714,6 +715,7 @@ fn carry_out(o: &mut Observed, step: &Step) {
         Step::DeleteService { .. } => o.service = None,
         Step::StartBackupJob { .. }
         | Step::StartRestoreJob { .. }
+        | Step::RelocateRestoredFiles { .. }
         | Step::RestoreDatabase { .. } => {}
     }
 }

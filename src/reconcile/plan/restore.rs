@@ -1,12 +1,22 @@
-//! Planning a restore: stop every task, restore the files (AWS Backup restore job into a
-//! new directory) and the database (RDS restore of the backup's snapshot into a new DB
-//! instance), put an access point on the restored directory, point the service at the
-//! restored data, and start it again as `spec.state` says.
+//! Planning a restore: stop every task, restore the files (AWS Backup restore job, then a
+//! relocation task that moves what it recovered into the epoch's new directory) and the
+//! database (RDS restore of the backup's snapshot into a new DB instance), put an access
+//! point on the restored directory, point the service at the restored data, and start it
+//! again as `spec.state` says.
 //!
-//! The restore job's id is recorded in `status.restore` when it starts; a restarted
-//! controller describes that job instead of starting another (and the job's idempotency
-//! token, derived from the restore request, makes even a lost id harmless). The database
-//! and access point are found by their epoch names, so they are never created twice.
+//! AWS Backup puts restored items in a recovery directory of its own at the file system
+//! root, never where we ask (docs/AWS.md), hence the relocation: it runs once the job
+//! completed and before the access point exists (EFS would create an empty root directory
+//! for an access point on a missing path).
+//!
+//! The restore job's id and then the relocation task's are recorded in `status.restore`
+//! when they start; a restarted controller describes them instead of starting others (and
+//! their idempotency tokens, derived from the restore request, make even a lost id
+//! harmless). A relocation task the cloud no longer describes (ECS forgets stopped tasks
+//! after about an hour) is run again under a token of its own; the relocation is
+//! idempotent (a target in place is success), so a second run changes nothing. The
+//! database and access point are found by their epoch names, so they are never created
+//! twice.
 
 use crate::cloud::names::{ResourceNames, epoch_of};
 use crate::cloud::{
@@ -188,10 +198,10 @@ fn restore_files(
         .find(|j| j.kind == JobKind::Restore && j.id == job_id);
     match job {
         Some(j) if j.state == JobState::Completed => {
-            // The files are done; only the database may still be restoring. Progress
+            // AWS Backup is done; the files still have to be moved into place. Progress
             // stays where the finished job took it, never back to the stage's start.
             p.progress = files_progress(100);
-            Some(true)
+            relocate_files(b, c, p, epoch, job_id)
         }
         Some(j) if matches!(j.state, JobState::Failed | JobState::Aborted) => {
             let why = j
@@ -218,8 +228,83 @@ fn restore_files(
     }
 }
 
+/// Follows (or starts) the task that moves the completed job's files into the epoch's
+/// directory; `Some(true)` once they are there, `None` if it failed.
+fn relocate_files(
+    b: &mut Builder,
+    c: &Ctx<'_>,
+    p: &mut RestoreProgress,
+    epoch: &str,
+    job_id: &str,
+) -> Option<bool> {
+    let target_root = c.names.access_point_root(Some(epoch));
+    // The access point is created only once the files are in place: from then on the
+    // task (which ECS may since have forgotten) need not be looked at again.
+    if c.obs
+        .access_points
+        .iter()
+        .any(|ap| ap.root_path == target_root && ap.state != AccessPointState::Deleting)
+    {
+        return Some(true);
+    }
+    let recorded = c
+        .inst
+        .status
+        .restore
+        .as_ref()
+        .filter(|s| s.request_id == c.wanted.request_id)
+        .and_then(|s| s.efs_relocation_task_id.as_deref());
+    let Some(id) = recorded else {
+        start_relocation(b, job_id, target_root, None);
+        return Some(false);
+    };
+    let task = c
+        .obs
+        .jobs
+        .iter()
+        .find(|j| j.kind == JobKind::Relocation && j.id == id);
+    match task {
+        Some(t) if t.state == JobState::Completed => Some(true),
+        Some(t) if matches!(t.state, JobState::Failed | JobState::Aborted) => {
+            let why = t
+                .message
+                .clone()
+                .unwrap_or_else(|| "no reason given".into());
+            fail(
+                b,
+                p,
+                format!("moving the restored files into {target_root} failed (task {id}): {why}"),
+            );
+            None
+        }
+        Some(_) => {
+            b.wait(
+                WaitingOn::Tasks,
+                "RelocatingFiles",
+                format!("task {id} moves the restored files into {target_root}"),
+            );
+            Some(false)
+        }
+        // Started, and since forgotten by the cloud: run it again.
+        None => {
+            start_relocation(b, job_id, target_root, Some(id));
+            Some(false)
+        }
+    }
+}
+
+fn start_relocation(b: &mut Builder, job_id: &str, target_root: String, replaces: Option<&str>) {
+    let why = format!("starting a task to move the restored files into {target_root}");
+    b.step(Step::RelocateRestoredFiles {
+        restore_job_id: job_id.to_owned(),
+        target_root,
+        replaces: replaces.map(str::to_owned),
+    });
+    b.wait(WaitingOn::Tasks, "RelocatingFiles", why);
+}
+
 /// Restore progress while the files are restored: 20 % at the start of the stage, 70 %
-/// when AWS Backup's job is done (Attaching starts at 75 %).
+/// when AWS Backup's job is done and while the files are moved (Attaching starts at 75 %).
 fn files_progress(percent_done: u8) -> u8 {
     20 + percent_done.min(100) / 2
 }

@@ -969,6 +969,11 @@ fn completed_backup() -> Backup {
 
 /// An instance whose spec asks for a restore, with the restore's status so far.
 fn restoring(stage: Option<RestoreStage>, job: Option<&str>) -> Instance {
+    relocating(stage, job, None)
+}
+
+/// `restoring`, with a relocation task recorded too.
+fn relocating(stage: Option<RestoreStage>, job: Option<&str>, task: Option<&str>) -> Instance {
     let mut i = inst(Phase::Active);
     i.status.observed_generation = 1;
     i.spec.restore = Some(RestoreSpec {
@@ -983,6 +988,7 @@ fn restoring(stage: Option<RestoreStage>, job: Option<&str>) -> Instance {
         started_at: now(),
         completed_at: matches!(stage, RestoreStage::Completed | RestoreStage::Failed).then(now),
         efs_restore_job_id: job.map(str::to_owned),
+        efs_relocation_task_id: task.map(str::to_owned),
         previous_epoch: None,
         error: None,
     });
@@ -1093,14 +1099,127 @@ fn restore_progress_never_goes_back_while_the_database_is_still_restoring() {
     assert_eq!(seen, [20, 50, 69, 70]);
 }
 
-#[test]
-fn restored_files_get_an_access_point_then_the_service_moves_to_the_restored_data() {
-    let bk = completed_backup();
+/// The world once AWS Backup's job completed: the service stopped, the restored database
+/// available.
+fn files_restored() -> Observed {
     let mut o = world();
     o.service = Some(svc(0, 0, 0));
     o.databases.push(new_db(DbState::Available));
     o.jobs = vec![job(JobKind::Restore, "rjob-1", JobState::Completed)];
+    o
+}
+
+#[test]
+fn a_completed_restore_job_is_followed_by_moving_its_files_into_place() {
+    let bk = completed_backup();
     let i = restoring(Some(RestoreStage::Restoring), Some("rjob-1"));
+    let p = plan_with(&i, &[], Some(&bk), &files_restored());
+    assert_eq!(
+        p.steps,
+        [Step::RelocateRestoredFiles {
+            restore_job_id: "rjob-1".into(),
+            target_root: names().access_point_root(Some(&epoch())),
+            replaces: None,
+        }],
+        "no access point before the files are in place"
+    );
+    let r = p.restore.unwrap();
+    assert_eq!((r.stage, r.progress), (RestoreStage::Restoring, 70));
+    assert!(p.waits.iter().any(|w| w.reason == "RelocatingFiles"));
+    assert!(!p.converged);
+}
+
+#[test]
+fn a_recorded_relocation_task_is_followed_not_started_again() {
+    let bk = completed_backup();
+    let i = relocating(
+        Some(RestoreStage::Restoring),
+        Some("rjob-1"),
+        Some("rtask-1"),
+    );
+    let mut o = files_restored();
+    o.jobs
+        .push(job(JobKind::Relocation, "rtask-1", JobState::Running));
+    let p = plan_with(&i, &[], Some(&bk), &o);
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert_eq!(p.restore.unwrap().stage, RestoreStage::Restoring);
+    assert!(p.waits.iter().any(|w| w.reason == "RelocatingFiles"));
+}
+
+#[test]
+fn a_relocation_task_the_cloud_forgot_is_run_again_in_its_place() {
+    let bk = completed_backup();
+    let i = relocating(
+        Some(RestoreStage::Restoring),
+        Some("rjob-1"),
+        Some("rtask-1"),
+    );
+    let p = plan_with(&i, &[], Some(&bk), &files_restored());
+    assert_eq!(
+        p.steps,
+        [Step::RelocateRestoredFiles {
+            restore_job_id: "rjob-1".into(),
+            target_root: names().access_point_root(Some(&epoch())),
+            replaces: Some("rtask-1".into()),
+        }]
+    );
+}
+
+#[test]
+fn a_failed_relocation_fails_the_restore_and_brings_the_old_data_back() {
+    let bk = completed_backup();
+    let i = relocating(
+        Some(RestoreStage::Restoring),
+        Some("rjob-1"),
+        Some("rtask-1"),
+    );
+    let mut o = files_restored();
+    o.jobs
+        .push(job(JobKind::Relocation, "rtask-1", JobState::Failed));
+    let p = plan_with(&i, &[], Some(&bk), &o);
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    let r = p.restore.unwrap();
+    assert_eq!(r.stage, RestoreStage::Failed);
+    let error = r.error.unwrap();
+    assert!(
+        error.contains("rtask-1") && error.contains("disk on fire"),
+        "{error}"
+    );
+    let i = relocating(Some(RestoreStage::Failed), Some("rjob-1"), Some("rtask-1"));
+    let p = plan_with(&i, &[], Some(&bk), &o);
+    assert!(matches!(
+        &p.steps[0],
+        Step::UpdateService { desired_count: 2, access_point_id, .. } if access_point_id == "fsap-1"
+    ));
+}
+
+#[test]
+fn once_the_restored_files_have_an_access_point_the_task_is_not_needed() {
+    let bk = completed_backup();
+    // Attaching, and ECS no longer knows the (long finished) task: nothing runs again.
+    let i = relocating(
+        Some(RestoreStage::Attaching),
+        Some("rjob-1"),
+        Some("rtask-1"),
+    );
+    let mut o = files_restored();
+    o.access_points.push(new_ap(AccessPointState::Creating));
+    let p = plan_with(&i, &[], Some(&bk), &o);
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert_eq!(p.restore.unwrap().stage, RestoreStage::Attaching);
+}
+
+#[test]
+fn restored_files_get_an_access_point_then_the_service_moves_to_the_restored_data() {
+    let bk = completed_backup();
+    let mut o = files_restored();
+    o.jobs
+        .push(job(JobKind::Relocation, "rtask-1", JobState::Completed));
+    let i = relocating(
+        Some(RestoreStage::Restoring),
+        Some("rjob-1"),
+        Some("rtask-1"),
+    );
     let p = plan_with(&i, &[], Some(&bk), &o);
     assert_eq!(step_names(&p), ["CreateAccessPoint"]);
     assert_eq!(p.restore.as_ref().unwrap().stage, RestoreStage::Attaching);

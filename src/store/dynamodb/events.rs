@@ -4,8 +4,10 @@
 //! cannot conflict with a spec or status write).
 //!
 //! An append reads the log, applies `model::append_events`, and writes it back in one
-//! transaction with a check that the instance exists; the write is conditioned on the
-//! log's `ver`, so concurrent appends retry instead of losing each other. Deleting an
+//! transaction with a check that the instance exists — or, for a reconcile pass, with the
+//! status write itself (and its fence), so a status is never seen without the events that
+//! explain it; the write is conditioned on the log's `ver`, so concurrent appends retry
+//! instead of losing each other. Deleting an
 //! instance deletes its log in the same transaction, so no log outlives its instance.
 
 use super::error::WriteFailure;
@@ -24,22 +26,9 @@ impl DynamoStore {
         }
         let mut contention = Contention::default();
         loop {
-            let stored = self.get_item(events_key(key)).await?;
-            let (mut log, ver) = match &stored {
-                Some(item) => (decode(item)?, Some(number::<u64>(item, VER)?)),
-                None => (vec![], None),
-            };
-            model::append_events(&mut log, new);
-            let condition = match ver {
-                Some(ver) => Condition::version(ver),
-                None => Condition::absent(),
-            };
             let writes = vec![
                 Write::Check(instance_item_key(key), instance_exists()),
-                Write::Put(
-                    encode(key, &log, ver.map_or(1, |v| v + 1))?,
-                    Some(condition),
-                ),
+                self.append_write(key, new).await?,
             ];
             match self.transact(writes).await {
                 Ok(()) => return Ok(()),
@@ -50,6 +39,29 @@ impl DynamoStore {
                 Err(other) => return Err(other.into_store_error("append_events")),
             }
         }
+    }
+
+    /// The write appending `new` to the log as it is now, conditioned on the log not having
+    /// changed since: one item of a transaction that also checks or writes the instance.
+    pub(super) async fn append_write(
+        &self,
+        key: &InstanceKey,
+        new: &[Event],
+    ) -> StoreResult<Write> {
+        let stored = self.get_item(events_key(key)).await?;
+        let (mut log, ver) = match &stored {
+            Some(item) => (decode(item)?, Some(number::<u64>(item, VER)?)),
+            None => (vec![], None),
+        };
+        model::append_events(&mut log, new);
+        let condition = match ver {
+            Some(ver) => Condition::version(ver),
+            None => Condition::absent(),
+        };
+        Ok(Write::Put(
+            encode(key, &log, ver.map_or(1, |v| v + 1))?,
+            Some(condition),
+        ))
     }
 
     pub(super) async fn read_events(&self, key: &InstanceKey) -> StoreResult<Vec<Event>> {

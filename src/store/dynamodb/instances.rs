@@ -222,12 +222,14 @@ impl DynamoStore {
         }
     }
 
+    /// The status write, and with it (in the same transaction) the append of `events`.
     pub(super) async fn write_instance_status(
         &self,
         key: &InstanceKey,
         for_generation: u64,
         status: Status,
         fence: Option<Fence>,
+        events: &[Event],
     ) -> StoreResult<()> {
         let mut contention = Contention::default();
         loop {
@@ -261,17 +263,21 @@ impl DynamoStore {
                 pending,
             }
             .to_item()?;
-            let written = match fence {
-                None => self.put(item, Condition::version(current.ver)).await,
-                Some(fence) => {
-                    // The lease check and the write are one atomic transaction: a replica
-                    // whose lease was taken over cannot slip a write in between.
-                    self.transact(vec![
-                        Write::Check(lease_key(fence.shard), fence_condition(fence)),
-                        Write::Put(item, Some(Condition::version(current.ver))),
-                    ])
-                    .await
+            let written = if fence.is_none() && events.is_empty() {
+                self.put(item, Condition::version(current.ver)).await
+            } else {
+                // The lease check, the status and the events are one atomic transaction: a
+                // replica whose lease was taken over cannot slip a write in between, and a
+                // reader never sees the status without its events.
+                let mut writes = Vec::with_capacity(3);
+                if let Some(fence) = fence {
+                    writes.push(Write::Check(lease_key(fence.shard), fence_condition(fence)));
                 }
+                writes.push(Write::Put(item, Some(Condition::version(current.ver))));
+                if !events.is_empty() {
+                    writes.push(self.append_write(key, events).await?);
+                }
+                self.transact(writes).await
             };
             match written {
                 Ok(()) => return Ok(()),

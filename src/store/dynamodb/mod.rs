@@ -14,9 +14,9 @@
 //!   (`AlreadyExists`), a stale `If-Match` (`PreconditionFailed`), a fenced status write
 //!   (`Fenced`), a taken backup id (`Conflict`);
 //! * writes that must happen together are one `TransactWriteItems`: a backup and its
-//!   in-flight copy and the instance's pending mark; a fenced status write and the check of
-//!   its shard lease's token; an event append and the check that its instance exists; an
-//!   instance's deletion and its event log's;
+//!   in-flight copy and the instance's pending mark; a status write, the check of its shard
+//!   lease's token and the pass's events; an event append and the check that its instance
+//!   exists; an instance's deletion and its event log's;
 //! * reads that decide a write are strongly consistent (`GetItem`/`Query` on the table
 //!   with `ConsistentRead`). Only the three indexes are eventually consistent, and only
 //!   listings use them (a just-created instance may reach them a moment later);
@@ -412,7 +412,19 @@ impl Store for DynamoStore {
         status: Status,
         fence: Option<Fence>,
     ) -> StoreResult<()> {
-        self.write_instance_status(key, for_generation, status, fence)
+        self.write_instance_status(key, for_generation, status, fence, &[])
+            .await
+    }
+
+    async fn write_status_and_events(
+        &self,
+        key: &InstanceKey,
+        for_generation: u64,
+        status: Status,
+        fence: Option<Fence>,
+        events: &[Event],
+    ) -> StoreResult<()> {
+        self.write_instance_status(key, for_generation, status, fence, events)
             .await
     }
 

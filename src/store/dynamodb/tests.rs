@@ -256,3 +256,51 @@ async fn a_fenced_status_write_that_lost_a_race_on_the_record_is_redone() {
         .expect("written on the second try");
     assert_eq!(transact.num_calls(), 2);
 }
+
+/// A reconcile pass's status, its fence and its events go out as one transaction: nothing
+/// is written on its own, so a reader never sees the status without its events.
+#[tokio::test]
+async fn a_passes_status_fence_and_events_are_one_transaction() {
+    let is_events_key = |r: &aws_sdk_dynamodb::operation::get_item::GetItemInput| {
+        r.key()
+            .and_then(|k| k.get(super::schema::SK))
+            .and_then(|sk| sk.as_s().ok())
+            .is_some_and(|sk| sk.starts_with("E#"))
+    };
+    let no_log_yet = mock!(Client::get_item)
+        .match_requests(is_events_key)
+        .then_output(|| GetItemOutput::builder().build());
+    let instance = mock!(Client::get_item)
+        .match_requests(move |r| !is_events_key(r))
+        .then_output(|| {
+            GetItemOutput::builder()
+                .set_item(Some(stored_item(1)))
+                .build()
+        });
+    let put = mock!(Client::put_item).then_output(|| PutItemOutput::builder().build());
+    let transact = mock!(Client::transact_write_items)
+        .match_requests(|r| r.transact_items().len() == 3)
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let store = store(&[&no_log_yet, &instance, &put, &transact], 1);
+    let event = Event::new(crate::model::EventReason::Converged, "ready", 1, now());
+    store
+        .write_status_and_events(
+            &key(),
+            1,
+            Status::default(),
+            Some(Fence { shard: 7, token: 3 }),
+            &[event],
+        )
+        .await
+        .expect("written");
+    assert_eq!(
+        (transact.num_calls(), put.num_calls()),
+        (1, 0),
+        "lease check, status and events in one TransactWriteItems"
+    );
+    assert_eq!(
+        no_log_yet.num_calls(),
+        1,
+        "the log was read to append to it"
+    );
+}

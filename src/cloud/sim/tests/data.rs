@@ -57,6 +57,13 @@ impl Steps {
             target_root: self.0.access_point_root(Some(epoch)),
         }
     }
+    fn relocate(&self, restore_job_id: &str, epoch: &str, replaces: Option<&str>) -> Step {
+        Step::RelocateRestoredFiles {
+            restore_job_id: restore_job_id.into(),
+            target_root: self.0.access_point_root(Some(epoch)),
+            replaces: replaces.map(str::to_owned),
+        }
+    }
     fn restore_db(&self, snapshot_id: &str, epoch: &str) -> Step {
         Step::RestoreDatabase {
             identifier: self.0.database(Some(epoch)),
@@ -84,6 +91,13 @@ fn backup_ref(id: &str) -> JobRef {
 fn restore_ref(id: &str) -> JobRef {
     JobRef {
         kind: JobKind::Restore,
+        id: id.into(),
+    }
+}
+
+fn relocation_ref(id: &str) -> JobRef {
+    JobRef {
+        kind: JobKind::Relocation,
         id: id.into(),
     }
 }
@@ -498,7 +512,7 @@ async fn failing_backup_and_restore_jobs_leave_nothing_behind() {
 }
 
 #[tokio::test]
-async fn restore_jobs_are_idempotent_and_write_their_target_directory() {
+async fn restore_jobs_land_in_a_recovery_directory_until_the_relocation_moves_them() {
     let cloud = cloud();
     let k = key(1);
     let s = Steps::of(&k);
@@ -520,9 +534,25 @@ async fn restore_jobs_are_idempotent_and_write_their_target_directory() {
     let step = s.restore_job(&arn, &e);
     let id = start_job(&cloud, &k, &step).await;
     assert_eq!(start_job(&cloud, &k, &step).await, id);
-    assert_eq!(cloud.inventory().restore_jobs.len(), 1);
+    let inv = cloud.inventory();
+    assert_eq!(inv.restore_jobs.len(), 1);
     let target = names(&k).access_point_root(Some(&e));
-    assert_eq!(cloud.directory(&target), "", "not yet written");
+    let recovered = inv.restore_jobs[0].recovery_path.clone();
+    assert_eq!(inv.restore_jobs[0].target_root, target);
+    let (dir, item) = recovered
+        .strip_prefix("/aws-backup-restore_")
+        .and_then(|r| r.split_once('/'))
+        .expect("a recovery directory at the root");
+    assert_eq!(format!("/{item}"), names(&k).access_point_root(None));
+    assert!(
+        crate::cloud::relocate::name_time(&format!("aws-backup-restore_{dir}")).is_some(),
+        "its name carries its time: {dir}"
+    );
+    let early = apply(&cloud, &k, &s.relocate(&id, &e, None)).await;
+    assert!(
+        matches!(&early, Err(e) if e.is_retryable()),
+        "the job has not completed: {early:?}"
+    );
 
     let done = until_job_ends(&cloud, &restore_ref(&id)).await;
     assert_eq!(
@@ -530,8 +560,47 @@ async fn restore_jobs_are_idempotent_and_write_their_target_directory() {
         (JobState::Completed, JobKind::Restore)
     );
     assert_eq!(done.recovery_point_arn, None, "only backups produce one");
-    assert_eq!(cloud.directory(&target), "A");
+    // As on AWS: the files are in the recovery directory, not where the restore is for.
+    assert_eq!(cloud.directory(&recovered), "A");
+    assert!(
+        cloud
+            .inventory()
+            .directories
+            .iter()
+            .all(|d| d.root_path != target)
+    );
     assert_eq!(cloud.directory(&names(&k).access_point_root(None)), "B");
+
+    let relocate = s.relocate(&id, &e, None);
+    let task = start_job(&cloud, &k, &relocate).await;
+    assert!(task.starts_with("arn:aws:ecs:"), "{task}");
+    assert_eq!(
+        start_job(&cloud, &k, &relocate).await,
+        task,
+        "same token, same task"
+    );
+    let moved = until_job_ends(&cloud, &relocation_ref(&task)).await;
+    assert_eq!(
+        (moved.kind, moved.state, moved.percent_done),
+        (JobKind::Relocation, JobState::Completed, 100)
+    );
+    assert_eq!(cloud.directory(&target), "A");
+    assert_eq!(cloud.directory(&recovered), "", "moved away");
+    let inv = cloud.inventory();
+    assert!(inv.directories.iter().all(|d| d.root_path != recovered));
+    assert_eq!(inv.relocation_tasks.len(), 1);
+    assert_eq!(
+        inv.relocation_tasks[0].moves.as_deref(),
+        Some(recovered.as_str())
+    );
+
+    // Run again in place of a task the cloud forgot: another task, which finds the
+    // files in place and moves nothing.
+    let rerun = start_job(&cloud, &k, &s.relocate(&id, &e, Some(&task))).await;
+    assert_ne!(rerun, task);
+    let again = until_job_ends(&cloud, &relocation_ref(&rerun)).await;
+    assert_eq!(again.state, JobState::Completed);
+    assert_eq!(cloud.directory(&target), "A");
 
     apply_ok(&cloud, &k, &s.ap_at(Some(&e))).await;
     let ap = until(&cloud, &k, "restored ap", |o| available_ap(o, &target)).await;
@@ -545,15 +614,50 @@ async fn restore_jobs_are_idempotent_and_write_their_target_directory() {
         view.data, "A",
         "an access point on the target shows the restored data"
     );
+}
+
+#[tokio::test]
+async fn a_relocation_with_nothing_to_move_fails_and_says_why() {
+    let cloud = cloud();
+    let k = key(1);
+    let s = Steps::of(&k);
+    site(&cloud, &k).await;
+    cloud.write_data(&k, "A").expect("write");
+    let backup = start_job(&cloud, &k, &s.backup("bk-1")).await;
+    let arn = until_job_ends(&cloud, &backup_ref(&backup))
+        .await
+        .recovery_point_arn
+        .expect("recovery point");
+    let (e1, e2) = (epoch_of("rs-1"), epoch_of("rs-2"));
+    let restore = start_job(&cloud, &k, &s.restore_job(&arn, &e1)).await;
+    until_job_ends(&cloud, &restore_ref(&restore)).await;
+    let first = start_job(&cloud, &k, &s.relocate(&restore, &e1, None)).await;
+    until_job_ends(&cloud, &relocation_ref(&first)).await;
+    // The same job's files, elsewhere: they were moved already.
+    let second = start_job(&cloud, &k, &s.relocate(&restore, &e2, None)).await;
+    let failed = until_job_ends(&cloud, &relocation_ref(&second)).await;
+    assert_eq!(failed.state, JobState::Failed);
+    let why = failed.message.unwrap_or_default();
+    assert!(why.starts_with("exit 3:"), "{why}");
+    assert_eq!(cloud.directory(&names(&k).access_point_root(Some(&e2))), "");
+    assert_eq!(
+        cloud.directory(&names(&k).access_point_root(Some(&e1))),
+        "A"
+    );
+    let unknown = apply(
+        &cloud,
+        &k,
+        &s.relocate("NO-SUCH-JOB", &epoch_of("rs-3"), None),
+    )
+    .await;
     assert!(
-        inv.directories
-            .iter()
-            .any(|d| d.root_path == target && d.data == "A")
+        matches!(&unknown, Err(CloudError::Permanent { code, .. }) if code == "ResourceNotFoundException"),
+        "{unknown:?}"
     );
 }
 
-/// write A → backup (job + snapshot) → write B → restore (job + RestoreDatabase) → new
-/// access point → switch the service → the site reads A again.
+/// write A → backup (job + snapshot) → write B → restore (job + RestoreDatabase) → move
+/// the files into place → new access point → switch the service → the site reads A again.
 #[tokio::test]
 async fn a_full_backup_and_restore_cycle_brings_back_the_backed_up_data() {
     let cloud = cloud();
@@ -587,6 +691,8 @@ async fn a_full_backup_and_restore_cycle_brings_back_the_backed_up_data() {
     let restore = start_job(&cloud, &k, &s.restore_job(&arn, &e)).await;
     apply_ok(&cloud, &k, &s.restore_db(&snap, &e)).await;
     until_job_ends(&cloud, &restore_ref(&restore)).await;
+    let task = start_job(&cloud, &k, &s.relocate(&restore, &e, None)).await;
+    until_job_ends(&cloud, &relocation_ref(&task)).await;
     let db1 = n.database(Some(&e));
     let endpoint = until(&cloud, &k, "restored DB", |o| {
         available_db_endpoint(o, &db1)
@@ -670,7 +776,25 @@ async fn jobs_recovery_points_and_directories_survive_a_restart() {
     );
     until_job_ends(&cloud, &restore_ref(&restore)).await;
     assert!(now_ms() >= restore_done_at);
-    assert_eq!(cloud.directory(&names(&k).access_point_root(Some(&e))), "A");
+    let target = names(&k).access_point_root(Some(&e));
+    assert_eq!(
+        cloud.directory(&target),
+        "",
+        "still in its recovery directory"
+    );
+    let relocate = s.relocate(&restore, &e, None);
+    let task = start_job(&cloud, &k, &relocate).await;
+    drop(cloud); // the controller restarts while the relocation task runs
+
+    let cloud = SimCloud::open(dir.path(), fast()).expect("reopen a third time");
+    assert_eq!(
+        start_job(&cloud, &k, &relocate).await,
+        task,
+        "its token still finds it"
+    );
+    until_job_ends(&cloud, &relocation_ref(&task)).await;
+    assert_eq!(cloud.directory(&target), "A");
+    assert_eq!(cloud.inventory().relocation_tasks.len(), 1);
 }
 
 #[tokio::test]
@@ -686,13 +810,19 @@ async fn describe_jobs_costs_one_call_per_job_and_omits_unknown_ids() {
     let refs = [
         backup_ref("00000000-0000-0000-0000-000000000000"),
         backup_ref(&id),
-        restore_ref(&id), // right id, wrong kind
+        restore_ref(&id),    // right id, wrong kind
+        relocation_ref(&id), // an ECS task: DescribeTasks
     ];
+    assert_eq!(
+        cloud.cost(&crate::cloud::Call::DescribeJobs(&refs)),
+        [("backup", 3), ("ecs", 1)]
+    );
     let seen = cloud.describe_jobs(&refs).await.expect("describe");
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].id, id);
     assert_eq!(stat(&cloud, "backup:DescribeBackupJob").calls, 2);
     assert_eq!(stat(&cloud, "backup:DescribeRestoreJob").calls, 1);
+    assert_eq!(stat(&cloud, "ecs:DescribeTasks").calls, 1);
     let log = cloud.call_log();
     let described: Vec<Option<&str>> = log
         .iter()
