@@ -15,10 +15,12 @@
 //! Invariants:
 //! * reservations are granted in arrival order per service (no caller starves), and the
 //!   sustained rate never exceeds the bucket's current rate;
-//! * two lanes: calls for work someone waits on (`CallContext::urgent`: a write,
-//!   reconcile-now, the follow-up of a change) reserve their turn at once; background calls
-//!   (the resync) are granted only while the bucket keeps a quarter of its burst for urgent
-//!   work, and never reserve ahead (the same rule as the AWS driver's budget);
+//! * three lanes (`CallContext::lane`): user work (a write, reconcile-now, an API read)
+//!   reserves its turn at once; follow-ups of a change under way (its polls, its next
+//!   steps) are granted while an eighth of the burst stays free for user work, and reserve
+//!   their turn only after deferring `FOLLOW_UP_PATIENCE`; background calls (the resync)
+//!   are granted only while a quarter of the burst stays free, and never reserve ahead
+//!   (the same rules as the AWS driver's budget);
 //! * adaptive: a `Throttled` answer halves that service's rate (down to a tenth of its
 //!   configured rate) and empties its bucket; each admitted call wins back 2 % of the
 //!   configured rate, up to it. So a budget set too high (another client shares the
