@@ -125,8 +125,11 @@ pub struct Reconciler {
     /// Which instances this replica may reconcile (all of them, or leased shards).
     shards: Arc<Shards>,
     metrics: Arc<Metrics>,
-    /// What this replica last saw of each instance it owns, for the fleet gauges.
-    tracker: Mutex<HashMap<InstanceKey, Tracked>>,
+    /// What this replica last saw of each instance it owns, for the fleet gauges; by key
+    /// hash (`key_hash`): 8 bytes instead of a key copy per instance (with 100,000 instances
+    /// tracked, the copies were ~15 MiB of the controller's memory; `bench memory`). A
+    /// collision (random-keyed 64-bit hashes) would only merge two instances in the gauges.
+    tracker: Mutex<HashMap<u64, Tracked>>,
     /// The resync wave in progress, for `wpfleet_resync_aws_calls_per_instance`.
     wave: Mutex<Option<ResyncWave>>,
     /// Passes started, to number them in the cloud's call log.
@@ -258,11 +261,11 @@ impl Reconciler {
     }
 
     fn track(&self, inst: &Instance) {
-        lock(&self.tracker).insert(inst.key(), Tracked::of(inst));
+        lock(&self.tracker).insert(key_hash(&inst.key()), Tracked::of(inst));
     }
 
     fn untrack(&self, key: &InstanceKey) {
-        lock(&self.tracker).remove(key);
+        lock(&self.tracker).remove(&key_hash(key));
         lock(&self.polls).remove(key);
         lock(&self.snapshots_wanted).remove(key);
     }
@@ -1307,11 +1310,12 @@ impl Reconciler {
     }
 }
 
+/// A key's 64-bit hash, keyed at random per process, so ids cannot be chosen to collide.
 fn key_hash(key: &InstanceKey) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+        std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
+    KEYS.hash_one(key)
 }
 
 /// A poisoned lock only means a pass panicked mid-update of a gauge map; keep going.
