@@ -325,16 +325,7 @@ impl AwsCloud {
         let task_definition = self
             .task_definition_for(key, spec.name, &spec.facts)
             .await?;
-        let network = NetworkConfiguration::builder()
-            .awsvpc_configuration(
-                AwsVpcConfiguration::builder()
-                    .set_subnets(Some(self.settings.subnets.clone()))
-                    .set_security_groups(Some(self.settings.security_groups.clone()))
-                    .assign_public_ip(AssignPublicIp::Disabled)
-                    .build()
-                    .map_err(|e| build_error(CREATE_SERVICE, e))?,
-            )
-            .build();
+        let network = self.task_network(CREATE_SERVICE)?;
         let request = self
             .clients
             .ecs
@@ -413,6 +404,20 @@ impl AwsCloud {
             .send();
         self.caller.send(UPDATE_SERVICE, request).await?;
         Ok(StepOutcome::Done)
+    }
+
+    /// Where the tasks run (WordPress's and the relocation task's): the configured subnets
+    /// and security groups, which reach the EFS mount targets and the databases; no public IP.
+    pub(super) fn task_network(&self, api: Api) -> AwsResult<NetworkConfiguration> {
+        let vpc = AwsVpcConfiguration::builder()
+            .set_subnets(Some(self.settings.subnets.clone()))
+            .set_security_groups(Some(self.settings.security_groups.clone()))
+            .assign_public_ip(AssignPublicIp::Disabled)
+            .build()
+            .map_err(|e| build_error(api, e))?;
+        Ok(NetworkConfiguration::builder()
+            .awsvpc_configuration(vpc)
+            .build())
     }
 
     /// DeleteService (forced: ECS stops the tasks); a missing or inactive one is fine. Then

@@ -25,10 +25,10 @@
 //!   like an unknown AWS Backup job.
 
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, ContainerOverride,
-    EfsAuthorizationConfig, EfsAuthorizationConfigIam, EfsTransitEncryption,
-    EfsVolumeConfiguration, LaunchType, LogConfiguration, LogDriver, MountPoint,
-    NetworkConfiguration, NetworkMode, Tag, Task, TaskDefinition, TaskOverride, Volume,
+    Compatibility, ContainerDefinition, ContainerOverride, EfsAuthorizationConfig,
+    EfsAuthorizationConfigIam, EfsTransitEncryption, EfsVolumeConfiguration, LaunchType,
+    LogConfiguration, LogDriver, MountPoint, NetworkMode, Tag, Task, TaskDefinition, TaskOverride,
+    Volume,
 };
 use chrono::SecondsFormat;
 
@@ -148,16 +148,7 @@ impl AwsCloud {
             "--not-after".to_owned(),
             rfc3339(job.window.not_after),
         ];
-        let network = NetworkConfiguration::builder()
-            .awsvpc_configuration(
-                AwsVpcConfiguration::builder()
-                    .set_subnets(Some(self.settings.subnets.clone()))
-                    .set_security_groups(Some(self.settings.security_groups.clone()))
-                    .assign_public_ip(AssignPublicIp::Disabled)
-                    .build()
-                    .map_err(|e| build_error(RUN_TASK, e))?,
-            )
-            .build();
+        let network = self.task_network(RUN_TASK)?;
         let mut tags = ecs_tags(key);
         tags.push(
             Tag::builder()
