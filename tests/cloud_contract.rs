@@ -662,6 +662,8 @@ mod contract {
         let final_snapshot = s.final_snapshot();
         until(cloud, &s.key, WaitingOn::Snapshot, patience, |o| {
             o.snapshots
+                .observed()
+                .expect("snapshots observed")
                 .iter()
                 .find(|x| x.id == final_snapshot && x.state == SnapshotState::Available)
                 .map(drop)
@@ -677,6 +679,8 @@ mod contract {
         let seen = observe(cloud, &s.key).await;
         assert_eq!(
             seen.snapshots
+                .observed()
+                .expect("snapshots observed")
                 .iter()
                 .map(|x| &x.db_identifier)
                 .collect::<Vec<_>>(),
@@ -685,7 +689,7 @@ mod contract {
         );
         assert_eq!(
             Observed {
-                snapshots: Vec::new(),
+                snapshots: wpfleet::cloud::Seen::Observed(Vec::new()),
                 ..seen
             },
             Observed::default()
@@ -949,7 +953,7 @@ mod contract {
     ) -> Vec<wpfleet::cloud::ObservedTask> {
         let mut backoff = Backoff::new();
         loop {
-            match cloud.describe_tasks(key).await {
+            match cloud.tasks_of(key).await {
                 Ok(tasks) => return tasks,
                 Err(e) if transient(&e) && backoff.wait().await => {}
                 Err(e) => panic!("describe_tasks failed: {e}"),

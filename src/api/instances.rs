@@ -1,5 +1,6 @@
 //! Instance handlers: thin. Each validates, makes one conditional store write (or read),
-//! triggers the reconciler, and renders. No cloud call and no planning happens here.
+//! triggers the reconciler, and renders. No planning and no mutating cloud call happens
+//! here; the one cloud read is the status endpoint's live task list (see `live_tasks`).
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -354,9 +355,42 @@ pub async fn status(
     InstancePath(key): InstancePath,
 ) -> Result<Response, ApiError> {
     let inst = load(&app, &key).await?;
-    let mut res = axum::Json(StatusView::new(&inst)).into_response();
+    let live = live_tasks(&app, &inst).await;
+    let mut view = StatusView::new(&inst);
+    if let Some((tasks, at)) = &live {
+        view.tasks = tasks;
+        view.tasks_observed_at = Some(*at);
+    }
+    let mut res = axum::Json(view).into_response();
     set_etag(&mut res, &inst);
     Ok(res)
+}
+
+/// How long the status endpoint waits for the live task list before it shows the last one
+/// the reconciler recorded.
+const LIVE_TASKS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The service's tasks as ECS lists them now, for an instance that has a service. Why: the
+/// reconciler lists tasks only where it cannot know their health otherwise (ECS vouches for
+/// a completed rollout), so the list in status may be old or empty. `None` (the recorded
+/// list stands) when there is no service, or the listing failed or took too long.
+async fn live_tasks(
+    app: &AppState,
+    inst: &Instance,
+) -> Option<(Vec<crate::model::TaskStatus>, crate::model::Timestamp)> {
+    inst.status.resources.service.as_ref()?;
+    let listed = tokio::time::timeout(LIVE_TASKS_WAIT, app.cloud.tasks_of(&inst.key())).await;
+    match listed {
+        Ok(Ok(tasks)) => {
+            let tasks = tasks.iter().map(crate::reconcile::status::task_status);
+            Some((tasks.collect(), now()))
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "listing tasks for status failed; showing the recorded list");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// `?limit&nextToken`. `limit` is read as a string so a bad one gets our error, not serde's.

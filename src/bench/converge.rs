@@ -62,6 +62,14 @@ pub struct Bound {
 /// see nothing exists, one to see it ready), minus the bucket's burst, at the bucket's
 /// rate; or the longest chain of durations (RDS create, then tasks start), whichever is
 /// longer.
+///
+/// What is counted and why: an observation describes each service's resources in batches
+/// (DescribeServices 10 per call, DescribeDBInstances and DescribeAccessPoints 100,
+/// DescribeLogGroups 50). Creating an instance needs no RDS snapshot, so none is described
+/// (DescribeDBSnapshots is only needed for backups, restores and deletes). Task health
+/// needs no ListTasks: ECS's rollout state of the new service's deployment (in
+/// DescribeServices) vouches for it. Polls beyond the two observations are not counted: a
+/// controller that knew when each resource becomes ready would not need them.
 pub fn lower_bound(n: usize, speed: f64, limits: &SimLimits) -> Bound {
     let n = n as f64;
     let batches = |per: f64| (n / per).ceil();
@@ -69,7 +77,7 @@ pub fn lower_bound(n: usize, speed: f64, limits: &SimLimits) -> Bound {
     let needs = [
         ("ecs", n + 2.0 * batches(10.0), limits.ecs),
         ("efs", n + 2.0 * batches(100.0), limits.efs),
-        ("rds", n + 2.0 * 2.0 * batches(100.0), limits.rds),
+        ("rds", n + 2.0 * batches(100.0), limits.rds),
         ("logs", n + 2.0 * batches(50.0), limits.logs),
     ];
     let mut explain = vec![];
@@ -101,12 +109,18 @@ mod tests {
     #[test]
     fn the_bound_is_the_scarcest_service_or_the_chain() {
         let limits = SimLimits::default();
-        // 5,000 instances: RDS (10/s) needs 5,000 creates + 2 × 2 × 50 describes.
+        // 5,000 instances: CloudWatch Logs (10/s) needs 5,000 creates + 2 × 100 describes
+        // (50 groups per call); RDS 5,000 + 2 × 50, EFS the same.
         let b = lower_bound(5000, 100.0, &limits);
         assert!(
             (b.seconds - (5200.0 - 20.0) / 10.0).abs() < 1e-9,
             "{}",
             b.seconds
+        );
+        assert!(
+            b.explain[2].starts_with("rds: 5100 calls"),
+            "{:?}",
+            b.explain
         );
         // One instance at real speed: the RDS → tasks chain dominates.
         let b = lower_bound(1, 1.0, &limits);

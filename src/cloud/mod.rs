@@ -28,12 +28,34 @@ use crate::model::{InstanceKey, Timestamp};
 #[async_trait]
 pub trait Cloud: Send + Sync + 'static {
     /// Observes every instance of `keys`; returns one [`Observed`] per key, in order, with
-    /// `tasks` and `jobs` left empty (see `describe_tasks` / `describe_jobs`).
-    async fn observe(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Observed>>;
+    /// `tasks` and `jobs` left empty (see `describe_tasks` / `describe_jobs`), and the RDS
+    /// snapshots only when `scope` asks for them (else `Seen::NotObserved`).
+    async fn observe_scope(&self, keys: &[InstanceKey], scope: Scope)
+    -> CloudResult<Vec<Observed>>;
 
-    /// Lists the tasks of the instance's ECS service (ListTasks + DescribeTasks). Costs two
-    /// calls, so the reconciler asks only while a service is changing.
-    async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>>;
+    /// Observes everything of `keys` (`observe_scope` with [`Scope::FULL`]).
+    async fn observe(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Observed>> {
+        self.observe_scope(keys, Scope::FULL).await
+    }
+
+    /// Describes only the ECS services of `keys` (DescribeServices, 10 per call): what a
+    /// pass waiting for tasks to start looks at until they have (see the runner's polls).
+    async fn observe_services(
+        &self,
+        keys: &[InstanceKey],
+    ) -> CloudResult<Vec<Option<ObservedService>>>;
+
+    /// Lists the tasks of each instance's ECS service: one `Vec` per key, in order. ECS
+    /// lists tasks one service at a time (ListTasks) but describes up to 100 of them across
+    /// services at once (DescribeTasks), so this costs one call per key plus one per 100
+    /// tasks; the reconciler asks only where task health is not known otherwise.
+    async fn describe_tasks(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Vec<ObservedTask>>>;
+
+    /// The tasks of one instance's service (`describe_tasks` of one key).
+    async fn tasks_of(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
+        let mut lists = self.describe_tasks(std::slice::from_ref(key)).await?;
+        Ok(lists.pop().unwrap_or_default())
+    }
 
     /// Describes long jobs by id (AWS Backup backup and restore jobs, relocation tasks) the
     /// controller started and recorded. Unknown ids are left out of the result (for a
@@ -61,14 +83,72 @@ pub trait Cloud: Send + Sync + 'static {
         let _ = call;
         Vec::new()
     }
+
+    /// How long calls costing `cost` (see `cost`) would wait for a client-side budget if
+    /// made now; zero without one. Work that may wait (polls) defers while this is not
+    /// zero, so it leaves the budget to user work and more of it shares one call.
+    fn delay(&self, cost: &[(&'static str, u32)]) -> Duration {
+        let _ = cost;
+        Duration::ZERO
+    }
+}
+
+/// What an observation describes beyond the ECS service, the access points, the databases
+/// and the log group (always described).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    /// The RDS snapshots: needed only to take or follow a backup, a restore, a final or a
+    /// retirement snapshot; a pass without any of these in play need not pay for them.
+    pub snapshots: bool,
+}
+
+impl Scope {
+    pub const FULL: Scope = Scope { snapshots: true };
+    pub const WITHOUT_SNAPSHOTS: Scope = Scope { snapshots: false };
+}
+
+/// A part of an observation that a pass may leave out ([`Scope`]). `NotObserved` is not
+/// "none exist": the planner never acts on it as if nothing were there (it waits and asks
+/// for a wider observation instead).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum Seen<T> {
+    Observed(T),
+    NotObserved,
+}
+
+impl<T: Default> Default for Seen<T> {
+    fn default() -> Self {
+        Seen::Observed(T::default())
+    }
+}
+
+impl<T> Seen<T> {
+    /// What was observed; `None` when this part was not.
+    pub fn observed(&self) -> Option<&T> {
+        match self {
+            Seen::Observed(v) => Some(v),
+            Seen::NotObserved => None,
+        }
+    }
+
+    pub fn observed_mut(&mut self) -> Option<&mut T> {
+        match self {
+            Seen::Observed(v) => Some(v),
+            Seen::NotObserved => None,
+        }
+    }
 }
 
 /// A call of the [`Cloud`] trait, as [`Cloud::cost`] prices it.
 #[derive(Debug, Clone, Copy)]
 pub enum Call<'a> {
-    /// `observe` of this many keys.
-    Observe(usize),
-    DescribeTasks,
+    /// `observe_scope` of this many keys.
+    Observe(usize, Scope),
+    /// `observe_services` of this many keys.
+    ObserveServices(usize),
+    /// `describe_tasks` of this many keys.
+    DescribeTasks(usize),
     DescribeJobs(&'a [JobRef]),
     Apply(&'a Step),
     Logs,
@@ -95,6 +175,31 @@ pub struct CallContext {
     /// work (the periodic resync).
     #[serde(default)]
     pub urgent: bool,
+    /// Of urgent work, a follow-up of a change already under way (a poll, its next step)
+    /// rather than what someone just asked for: served after that, ahead of the resync.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_up: bool,
+}
+
+/// Which lane of a request budget a call goes in, most pressing first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    /// What someone just asked for (API writes, reconcile-now, API reads).
+    User,
+    /// The follow-ups of changes under way: they take what user work leaves.
+    FollowUp,
+    /// The periodic resync.
+    Background,
+}
+
+impl CallContext {
+    pub fn lane(&self) -> Lane {
+        match (self.urgent, self.follow_up) {
+            (false, _) => Lane::Background,
+            (true, true) => Lane::FollowUp,
+            (true, false) => Lane::User,
+        }
+    }
 }
 
 tokio::task_local! {
@@ -175,8 +280,9 @@ pub struct Observed {
     pub access_points: Vec<ObservedAccessPoint>,
     /// Every RDS DB instance tagged with the instance.
     pub databases: Vec<ObservedDatabase>,
-    /// Every manual RDS snapshot tagged with the instance (final, backup, retirement).
-    pub snapshots: Vec<ObservedSnapshot>,
+    /// Every manual RDS snapshot tagged with the instance (final, backup, retirement), when
+    /// the observation's [`Scope`] asked for them.
+    pub snapshots: Seen<Vec<ObservedSnapshot>>,
     pub log_group: Option<ObservedLogGroup>,
     /// The service's tasks, when this pass listed them (`Cloud::describe_tasks`); `None`
     /// when it did not, in which case the last listed tasks (in status) stand in.
@@ -225,6 +331,14 @@ pub struct ObservedService {
     pub db_endpoint: String,
     /// Rollout state of the primary deployment.
     pub rollout: Rollout,
+    /// The primary deployment's id, when the cloud reports its rollout state (ECS does for
+    /// rolling-update services). A new deployment starts with every new task definition
+    /// (image, access point, database), not with a change of count; ECS marks it COMPLETED
+    /// only once the service reached a steady state, which with the task definition's
+    /// container health check means every task it started passed it. `None`: the rollout
+    /// state was inferred from counts and says nothing about health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -25,13 +25,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CALL_CONTEXT, CallContext, ClientToken, Cloud, CloudError, CloudResult, JobRef, LogPage,
-    LogQuery, Observed, ObservedJob, ObservedTask, Step, StepOutcome, WaitingOn, call_context,
+    LogQuery, Observed, ObservedJob, ObservedService, ObservedTask, Scope, Step, StepOutcome,
+    WaitingOn, call_context,
 };
 use crate::model::InstanceKey;
 
 const REPLICA_HEADER: &str = "x-wpfleet-replica";
 const FENCE_HEADER: &str = "x-wpfleet-fence";
 const URGENT_HEADER: &str = "x-wpfleet-urgent";
+const FOLLOW_UP_HEADER: &str = "x-wpfleet-follow-up";
 
 /// A `CloudError` on the wire. Service and operation names are interned on the way back
 /// (the error type holds `&'static str`s); an unknown name becomes `"remote"`.
@@ -130,6 +132,8 @@ const NAMES: &[&str] = &[
     "StartRestoreJob",
     "DescribeRestoreJob",
     "observe",
+    "observe-services",
+    "describe-tasks",
     "describe_tasks",
     "describe_jobs",
     "apply",
@@ -154,11 +158,9 @@ enum Reply<T> {
 #[derive(Serialize, Deserialize)]
 struct ObserveArgs {
     keys: Vec<InstanceKey>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct KeyArgs {
-    key: InstanceKey,
+    /// Absent: everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<Scope>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -194,6 +196,7 @@ const WAITS: [WaitingOn; 6] = [
 pub fn router(cloud: Arc<dyn Cloud>) -> Router {
     Router::new()
         .route("/cloud/v1/observe", post(observe))
+        .route("/cloud/v1/observe-services", post(observe_services))
         .route("/cloud/v1/describe-tasks", post(describe_tasks))
         .route("/cloud/v1/describe-jobs", post(describe_jobs))
         .route("/cloud/v1/apply", post(apply))
@@ -210,6 +213,7 @@ fn context(headers: &HeaderMap) -> CallContext {
         replica: header(REPLICA_HEADER).map(str::to_owned),
         fence: header(FENCE_HEADER).and_then(|v| v.parse().ok()),
         urgent: header(URGENT_HEADER) == Some("1"),
+        follow_up: header(FOLLOW_UP_HEADER) == Some("1"),
         ..CallContext::default()
     }
 }
@@ -226,16 +230,25 @@ async fn observe(
     headers: HeaderMap,
     Json(a): Json<ObserveArgs>,
 ) -> Json<Reply<Vec<Observed>>> {
-    let call = cloud.observe(&a.keys);
+    let call = cloud.observe_scope(&a.keys, a.scope.unwrap_or(Scope::FULL));
+    reply(CALL_CONTEXT.scope(context(&headers), call).await)
+}
+
+async fn observe_services(
+    State(cloud): State<Served>,
+    headers: HeaderMap,
+    Json(a): Json<ObserveArgs>,
+) -> Json<Reply<Vec<Option<ObservedService>>>> {
+    let call = cloud.observe_services(&a.keys);
     reply(CALL_CONTEXT.scope(context(&headers), call).await)
 }
 
 async fn describe_tasks(
     State(cloud): State<Served>,
     headers: HeaderMap,
-    Json(a): Json<KeyArgs>,
-) -> Json<Reply<Vec<ObservedTask>>> {
-    let call = cloud.describe_tasks(&a.key);
+    Json(a): Json<ObserveArgs>,
+) -> Json<Reply<Vec<Vec<ObservedTask>>>> {
+    let call = cloud.describe_tasks(&a.keys);
     reply(CALL_CONTEXT.scope(context(&headers), call).await)
 }
 
@@ -328,6 +341,9 @@ impl RemoteCloud {
         if ctx.urgent {
             req = req.header(URGENT_HEADER, "1");
         }
+        if ctx.follow_up {
+            req = req.header(FOLLOW_UP_HEADER, "1");
+        }
         let unavailable = |e: reqwest::Error| CloudError::Unavailable {
             service: "remote",
             operation: intern(method),
@@ -351,16 +367,35 @@ impl RemoteCloud {
 
 #[async_trait]
 impl Cloud for RemoteCloud {
-    async fn observe(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Observed>> {
+    async fn observe_scope(
+        &self,
+        keys: &[InstanceKey],
+        scope: Scope,
+    ) -> CloudResult<Vec<Observed>> {
         let args = ObserveArgs {
             keys: keys.to_vec(),
+            scope: Some(scope),
         };
         self.call("observe", &args).await
     }
 
-    async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
-        self.call("describe-tasks", &KeyArgs { key: key.clone() })
-            .await
+    async fn observe_services(
+        &self,
+        keys: &[InstanceKey],
+    ) -> CloudResult<Vec<Option<ObservedService>>> {
+        let args = ObserveArgs {
+            keys: keys.to_vec(),
+            scope: None,
+        };
+        self.call("observe-services", &args).await
+    }
+
+    async fn describe_tasks(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Vec<ObservedTask>>> {
+        let args = ObserveArgs {
+            keys: keys.to_vec(),
+            scope: None,
+        };
+        self.call("describe-tasks", &args).await
     }
 
     async fn describe_jobs(&self, jobs: &[JobRef]) -> CloudResult<Vec<ObservedJob>> {

@@ -423,11 +423,18 @@ pub struct ServiceStatus {
     pub image: String,
     /// `COMPLETED`, `IN_PROGRESS` or `FAILED`, as ECS reports its primary deployment.
     pub deployment_status: String,
-    /// `HEALTHY`, `DEGRADED`, `UNHEALTHY` or `UNKNOWN`, derived from the tasks.
+    /// ECS's id of the primary deployment (a new one with every new task definition), when
+    /// ECS reports its rollout state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    /// `HEALTHY`, `DEGRADED`, `UNHEALTHY` or `UNKNOWN`: from the tasks when they were
+    /// listed, from ECS's completed rollout of a new deployment, or carried over while the
+    /// service stays settled at the same deployment and count.
     pub health_status: String,
-    /// Tasks as of the last pass that listed them: the reconciler lists tasks while the
-    /// service is changing and when its counts change, not on every steady-state resync
-    /// (that would cost two ECS calls per instance per resync).
+    /// Tasks as of the last pass that listed them: the reconciler lists tasks only when a
+    /// settled service's health is not known otherwise (a scale-up, a replaced task), not
+    /// while it changes, after a new deployment ECS reports complete, nor on a resync of a
+    /// steady service (each listing costs a ListTasks per service).
     pub tasks: Vec<TaskStatus>,
     #[schema(required = true)]
     pub tasks_observed_at: Option<DateTime<Utc>>,

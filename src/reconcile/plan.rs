@@ -22,6 +22,7 @@
 //! * a restore first stops every task, so nothing writes while data is restored.
 
 mod backups;
+pub mod health;
 #[cfg(test)]
 mod properties;
 mod restore;
@@ -31,7 +32,7 @@ mod tests;
 use crate::cloud::names::{ResourceNames, epoch_of};
 use crate::cloud::{
     AccessPointState, DbState, Observed, ObservedAccessPoint, ObservedDatabase, ObservedService,
-    Rollout, ServiceState, SnapshotState, Step, WaitingOn,
+    ObservedSnapshot, ServiceState, SnapshotState, Step, WaitingOn,
 };
 use crate::model::{Backup, DesiredState, Instance, Phase, RestoreSpec, RestoreStage, Spec, Tier};
 
@@ -77,6 +78,9 @@ pub struct Plan {
     pub backups: Vec<BackupProgress>,
     /// The pending (or just finished) restore, when there is one.
     pub restore: Option<RestoreProgress>,
+    /// Something needed the RDS snapshots, which this observation left out: nothing was
+    /// decided about it (no step, a wait); look again with them at once.
+    pub needs_snapshots: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +192,19 @@ pub fn plan(input: &PlanInput<'_>, obs: &Observed) -> Plan {
     b.finish(phase, converged)
 }
 
+/// Whether a pass of `input` can need the RDS snapshots: to tear down (final snapshots),
+/// for a backup in flight, or around a restore (its snapshot, and the retirement snapshots
+/// of the data it superseded). Otherwise the observation may leave them out; should a
+/// database still need one (say, superseded data with no restore in status), the plan
+/// says so (`Plan::needs_snapshots`) and the pass looks again with them.
+pub fn needs_snapshots(input: &PlanInput<'_>) -> bool {
+    let inst = input.inst;
+    inst.is_deleted()
+        || !input.backups.is_empty()
+        || inst.spec.restore.is_some()
+        || inst.status.restore.is_some()
+}
+
 /// The access point and database of the data generation in use.
 pub fn current<'a>(
     inst: &Instance,
@@ -243,9 +260,18 @@ pub(crate) struct Builder {
     pub problem: Option<Problem>,
     pub backups: Vec<BackupProgress>,
     pub restore: Option<RestoreProgress>,
+    pub needs_snapshots: bool,
 }
 
 impl Builder {
+    /// The observed snapshots; `None` (and the plan asks for them) when the observation
+    /// left them out: the caller then decides nothing that depends on them.
+    pub fn snapshots<'o>(&mut self, obs: &'o Observed) -> Option<&'o [ObservedSnapshot]> {
+        let seen = obs.snapshots.observed().map(Vec::as_slice);
+        self.needs_snapshots |= seen.is_none();
+        seen
+    }
+
     pub fn step(&mut self, step: Step) {
         self.steps.push(step);
     }
@@ -278,6 +304,7 @@ impl Builder {
             problem: self.problem,
             backups: self.backups,
             restore: self.restore,
+            needs_snapshots: self.needs_snapshots,
         }
     }
 }
@@ -497,7 +524,7 @@ pub(crate) fn converge_service(
         );
         return false;
     }
-    if !service_settled(svc) {
+    if !health::settled(svc) {
         b.wait(
             WaitingOn::Tasks,
             "WaitingForTasks",
@@ -508,17 +535,24 @@ pub(crate) fn converge_service(
         );
         return false;
     }
-    match healthy_tasks(inst, obs) {
-        Some(h) if h >= want as usize => true,
-        Some(h) => {
+    let prev = inst.status.resources.service.as_ref();
+    let judged = health::judge(
+        prev,
+        inst.status.replicas.desired,
+        svc,
+        obs.tasks.as_deref(),
+    );
+    match (judged, judged.covers(want)) {
+        (_, Some(true)) => true,
+        (health::TaskHealth::Listed { healthy }, _) => {
             b.wait(
                 WaitingOn::Tasks,
                 "WaitingForHealthyTasks",
-                format!("{h} of {want} tasks healthy"),
+                format!("{healthy} of {want} tasks healthy"),
             );
             false
         }
-        None => {
+        _ => {
             b.wait(
                 WaitingOn::Tasks,
                 "WaitingForHealthyTasks",
@@ -573,33 +607,6 @@ fn update_message(svc: &ObservedService, target: &ServiceTarget<'_>) -> String {
     } else {
         "pointing the service at its data resources".into()
     }
-}
-
-/// Running tasks that pass their health check, from this pass's task list or, when the
-/// pass did not list tasks (a steady service), from the last list in status.
-fn healthy_tasks(inst: &Instance, obs: &Observed) -> Option<usize> {
-    let healthy = |status: &str, health: &str| status == "RUNNING" && health == "HEALTHY";
-    match &obs.tasks {
-        Some(tasks) => Some(
-            tasks
-                .iter()
-                .filter(|t| healthy(&t.last_status, &t.health))
-                .count(),
-        ),
-        None => inst.status.resources.service.as_ref().map(|s| {
-            s.tasks
-                .iter()
-                .filter(|t| healthy(&t.status, &t.health))
-                .count()
-        }),
-    }
-}
-
-/// Every wanted task runs and no deployment is in flight.
-fn service_settled(svc: &ObservedService) -> bool {
-    svc.running_count == svc.desired_count
-        && svc.pending_count == 0
-        && svc.rollout == Rollout::Completed
 }
 
 /// Scales the service to zero; returns whether no task runs any more.
@@ -706,13 +713,27 @@ fn remove_database(
     reason: &'static str,
 ) {
     let deletable = matches!(db.state, DbState::Available | DbState::Stopped);
-    let snapshot = obs.snapshots.iter().find(|s| s.id == snapshot_id);
-    match snapshot {
-        _ if db.state == DbState::Deleting => b.wait(
+    if db.state == DbState::Deleting {
+        return b.wait(
             WaitingOn::Database,
             reason,
             format!("deleting RDS database {}", db.identifier),
-        ),
+        );
+    }
+    let Some(snapshots) = b.snapshots(obs) else {
+        // Not described this pass: whether the snapshot exists is unknown, so neither
+        // take it nor delete the database; look again with the snapshots.
+        return b.wait(
+            WaitingOn::Snapshot,
+            "LookingForSnapshot",
+            format!(
+                "looking for snapshot {snapshot_id} of RDS database {}",
+                db.identifier
+            ),
+        );
+    };
+    let snapshot = snapshots.iter().find(|s| s.id == snapshot_id);
+    match snapshot {
         None if deletable => {
             b.step(Step::SnapshotDatabase {
                 identifier: db.identifier.clone(),

@@ -287,6 +287,18 @@ impl WorkQueue {
         }
     }
 
+    /// Whether `key` is running and user work (a write, reconcile-now) arrived for it
+    /// meanwhile.
+    pub fn user_waiting(&self, key: &InstanceKey) -> bool {
+        matches!(
+            self.lock().entries.get(key),
+            Some(Entry::Running {
+                again: Some((_, Priority::User)),
+                ..
+            })
+        )
+    }
+
     /// Consecutive failed passes of `key` (0 after a success).
     pub fn failures(&self, key: &InstanceKey) -> u32 {
         self.lock().failures.get(key).copied().unwrap_or(0)

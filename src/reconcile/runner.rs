@@ -17,8 +17,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::cloud::{
-    CALL_CONTEXT, CallContext, ClientToken, Cloud, CloudError, JobKind, JobRef, Observed, Step,
-    StepOutcome,
+    CALL_CONTEXT, Call, CallContext, ClientToken, Cloud, CloudError, JobKind, JobRef, Lane,
+    Observed, ObservedTask, Scope, Step, StepOutcome,
 };
 use crate::model::{
     Backup, BackupStatus, ConditionType, ConditionUpdate, Event, Instance, InstanceKey, Phase,
@@ -27,10 +27,12 @@ use crate::model::{
 use crate::store::{BackupPageRequest, Fence, PageRequest, Store, StoreError};
 
 use super::events::{AppliedStep, PassRecord, observe_failed, pass_events};
-use super::plan::{Plan, PlanInput, data_generation, plan};
+use super::plan::health;
+use super::plan::{Plan, PlanInput, data_generation, needs_snapshots, plan};
 use super::queue::{Backoff, Outcome, Priority, WorkQueue};
 use super::shards::{Claim, NotNow, Shards};
-use super::status::{PassError, PassOutcome, next_status, should_list_tasks};
+use super::status::{PassError, PassOutcome, next_status};
+use super::workers::Workers;
 use crate::metrics::{CONTROLLER, Metrics};
 
 #[derive(Debug, Clone)]
@@ -46,6 +48,10 @@ pub struct RunConfig {
     pub batches: usize,
     /// How long a batch of resync work may wait to fill up; user work never waits.
     pub batch_window: Duration,
+    /// How long a batch of follow-ups and resync work may wait, at most, while the cloud's
+    /// budget cannot serve its observation at once (taking in what becomes due meanwhile);
+    /// user work never waits.
+    pub poll_defer: Duration,
     /// How often an instance with a problem a retry will not fix is looked at again.
     pub problem_retry: Duration,
     /// How long a DEPROVISIONED record is kept before it is removed from the store.
@@ -65,11 +71,21 @@ impl Default for RunConfig {
             // user work finds a free one while polls wait for budget.
             batches: 8,
             batch_window: Duration::from_millis(200),
+            poll_defer: Duration::from_secs(2),
             problem_retry: Duration::from_secs(60),
             retention: Duration::from_secs(30 * 24 * 3600),
             stuck_after: Duration::from_secs(15 * 60),
         }
     }
+}
+
+/// A key of a batch, read and claimed: what its pass needs besides the observation.
+struct Live {
+    inst: Instance,
+    claim: Claim,
+    context: PassContext,
+    /// The service's tasks, when a poll of this batch already listed them.
+    tasks: Option<Vec<ObservedTask>>,
 }
 
 /// What a pass reads from the store besides the instance.
@@ -109,14 +125,22 @@ pub struct Reconciler {
     /// Which instances this replica may reconcile (all of them, or leased shards).
     shards: Arc<Shards>,
     metrics: Arc<Metrics>,
-    /// What this replica last saw of each instance it owns, for the fleet gauges.
-    tracker: Mutex<HashMap<InstanceKey, Tracked>>,
+    /// What this replica last saw of each instance it owns, for the fleet gauges; by key
+    /// hash (`key_hash`): 8 bytes instead of a key copy per instance (with 100,000 instances
+    /// tracked, the copies were ~15 MiB of the controller's memory; `bench memory`). A
+    /// collision (random-keyed 64-bit hashes) would only merge two instances in the gauges.
+    tracker: Mutex<HashMap<u64, Tracked>>,
     /// The resync wave in progress, for `wpfleet_resync_aws_calls_per_instance`.
     wave: Mutex<Option<ResyncWave>>,
     /// Passes started, to number them in the cloud's call log.
     passes: AtomicU64,
     /// Injected missed events for the triggers handed out (tests, simulated cloud).
     trigger_fault: Mutex<Option<TriggerFault>>,
+    /// Keys whose last full pass (of this generation) waited only for tasks: their next
+    /// look is a narrow poll of the service (`polls`).
+    polls: Mutex<HashMap<InstanceKey, u64>>,
+    /// Keys whose last plan needed the RDS snapshots its observation left out.
+    snapshots_wanted: Mutex<HashSet<InstanceKey>>,
     config: RunConfig,
 }
 
@@ -139,6 +163,7 @@ impl Tracked {
     }
 }
 
+mod polls;
 #[cfg(test)]
 mod tests;
 
@@ -179,6 +204,8 @@ impl Reconciler {
             wave: Mutex::new(None),
             passes: AtomicU64::new(0),
             trigger_fault: Mutex::new(None),
+            polls: Mutex::new(HashMap::new()),
+            snapshots_wanted: Mutex::new(HashSet::new()),
             config,
         })
     }
@@ -234,11 +261,13 @@ impl Reconciler {
     }
 
     fn track(&self, inst: &Instance) {
-        lock(&self.tracker).insert(inst.key(), Tracked::of(inst));
+        lock(&self.tracker).insert(key_hash(&inst.key()), Tracked::of(inst));
     }
 
     fn untrack(&self, key: &InstanceKey) {
-        lock(&self.tracker).remove(key);
+        lock(&self.tracker).remove(&key_hash(key));
+        lock(&self.polls).remove(key);
+        lock(&self.snapshots_wanted).remove(key);
     }
 
     pub fn shards(&self) -> &Shards {
@@ -279,17 +308,14 @@ impl Reconciler {
         // batches in flight (bounds describe calls and keys held running), and passes in
         // flight (bounds mutating calls and store writes).
         let batches = Arc::new(Semaphore::new(self.config.batches.max(1)));
-        let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
+        let workers = Workers::new(self.config.workers);
         loop {
             let Some((keys, slot)) = self.next_batch(&batches, &shutdown).await else {
                 break;
             };
             let this = self.clone();
             let workers = workers.clone();
-            tracker.spawn(async move {
-                this.run_batch(keys, workers).await;
-                drop(slot);
-            });
+            tracker.spawn(async move { this.run_batch(keys, slot, workers).await });
         }
         tracker.close();
         tracker.wait().await;
@@ -311,7 +337,62 @@ impl Reconciler {
             _ = shutdown.cancelled() => return None,
         };
         self.fill_batch(&mut keys, max).await;
+        self.defer_batch(&mut keys, max).await;
         Some((keys, slot))
+    }
+
+    /// A batch without user work waits (at most `poll_defer`) while the budget cannot serve
+    /// its observation at once, and takes in the keys that become due meanwhile: it leaves
+    /// the budget to user work (a write arriving meanwhile joins it and it goes at once),
+    /// and when a service is the bottleneck, its polls coalesce into fewer calls.
+    async fn defer_batch(&self, keys: &mut Vec<InstanceKey>, max: usize) {
+        let until = tokio::time::Instant::now() + self.config.poll_defer;
+        loop {
+            if keys.len() >= max || self.has_user_work(keys) {
+                return;
+            }
+            let delay = self.cloud.delay(&self.batch_cost(keys));
+            let now = tokio::time::Instant::now();
+            if delay.is_zero() || now >= until {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until((now + delay).min(until)) => {}
+                _ = self.queue.added() => {}
+            }
+            let due = self.queue.try_batch(max - keys.len());
+            keys.extend(due);
+        }
+    }
+
+    /// Whether someone waits for a key of the batch: taken as user work, or written to
+    /// since it was taken (its pass reads the record after this, so it serves the write).
+    fn has_user_work(&self, keys: &[InstanceKey]) -> bool {
+        keys.iter().any(|k| {
+            self.queue.running_priority(k) == Some(Priority::User) || self.queue.user_waiting(k)
+        })
+    }
+
+    /// What observing `keys` will cost, as far as known before reading them: a narrow poll
+    /// of the services of those that wait for tasks, a full observation (without snapshots)
+    /// of the others.
+    fn batch_cost(&self, keys: &[InstanceKey]) -> Vec<(&'static str, u32)> {
+        let narrow = {
+            let polls = lock(&self.polls);
+            keys.iter().filter(|k| polls.contains_key(*k)).count()
+        };
+        let calls = [
+            Call::ObserveServices(narrow),
+            Call::Observe(keys.len() - narrow, Scope::WITHOUT_SNAPSHOTS),
+        ];
+        let mut cost: Vec<(&'static str, u32)> = Vec::new();
+        for (service, n) in calls.iter().flat_map(|c| self.cloud.cost(c)) {
+            match cost.iter_mut().find(|(s, _)| *s == service) {
+                Some((_, total)) => *total += n,
+                None => cost.push((service, n)),
+            }
+        }
+        cost
     }
 
     /// Polls and resyncs are not urgent: a partial batch of them waits for keys that
@@ -323,10 +404,7 @@ impl Reconciler {
     async fn fill_batch(&self, keys: &mut Vec<InstanceKey>, max: usize) {
         let deadline = tokio::time::Instant::now() + self.config.batch_window;
         loop {
-            let user_work = keys
-                .iter()
-                .any(|k| self.queue.running_priority(k) == Some(Priority::User));
-            if keys.len() >= max || user_work {
+            if keys.len() >= max || self.has_user_work(keys) {
                 return;
             }
             let due = self.queue.try_batch(max - keys.len());
@@ -356,7 +434,102 @@ impl Reconciler {
         lock(&self.wave).as_ref().is_some_and(|w| !w.listed)
     }
 
-    async fn run_batch(self: Arc<Self>, batch: Vec<InstanceKey>, workers: Arc<Semaphore>) {
+    /// Observes `batch` under its batch `slot`, given back once the observation is in;
+    /// then runs each pass. Keys whose last pass waits only for tasks to start are first
+    /// looked at through their service alone (`polls`); only those that are done waiting
+    /// join the full observation, which describes the RDS snapshots only if a pass can
+    /// need them.
+    async fn run_batch(
+        self: Arc<Self>,
+        batch: Vec<InstanceKey>,
+        slot: OwnedSemaphorePermit,
+        workers: Workers,
+    ) {
+        let live = self.read_batch(batch).await;
+        if live.is_empty() {
+            return;
+        }
+        let batch_keys: Vec<InstanceKey> = live.iter().map(|l| l.inst.key()).collect();
+        let lane = self.batch_lane(batch_keys.iter());
+        let (narrow, mut full): (Vec<Live>, Vec<Live>) =
+            live.into_iter().partition(|l| self.polls_narrowly(l));
+        let done = self.poll_services(narrow, lane).await;
+        if full.is_empty() && !done.is_empty() && !self.full_look_now(&done) {
+            // Polls whose tasks are up need a full look, but the budget cannot serve one
+            // at once: they join the next batch, which waits for it with others.
+            for l in done {
+                self.look_fully_soon(&l.inst.key());
+            }
+            return;
+        }
+        full.extend(done);
+        if full.is_empty() {
+            return;
+        }
+        let keys: Vec<InstanceKey> = full.iter().map(|l| l.inst.key()).collect();
+        let scope = Scope {
+            snapshots: full.iter().any(|l| self.wants_snapshots(l)),
+        };
+        let observe = CALL_CONTEXT.scope(
+            self.call_context(None, None, lane),
+            self.cloud.observe_scope(&keys, scope),
+        );
+        match observe.await {
+            Ok(mut observed) => {
+                for (l, obs) in full.iter_mut().zip(observed.iter_mut()) {
+                    obs.tasks = l.tasks.take();
+                }
+                let listing = self.list_tasks(&full, &mut observed, lane).await;
+                drop(slot);
+                let passes = full.into_iter().zip(observed).map(|(l, obs)| {
+                    let error = listing.as_ref().err().filter(|_| obs.tasks.is_none());
+                    let error = error.filter(|_| self.wants_tasks(&l.inst, &obs)).cloned();
+                    self.clone().pass(l, obs, error, workers.clone())
+                });
+                futures::future::join_all(passes).await;
+            }
+            Err(error) => {
+                warn!(instances = keys.len(), %error, "observation failed");
+                let outcome = if error.is_retryable() {
+                    Outcome::Failure
+                } else {
+                    Outcome::FailureAtLeast(self.config.problem_retry)
+                };
+                for l in full {
+                    self.record_observe_failure(&l.inst, l.claim.fence(), &error)
+                        .await;
+                    self.count_result(outcome);
+                    self.wave_done(&l.inst.key());
+                    self.queue.done(&l.inst.key(), outcome);
+                }
+            }
+        }
+    }
+
+    /// Whether a full observation of `live` (polls done waiting) is served at once; if not,
+    /// it is better shared with the next (deferred) batch.
+    fn full_look_now(&self, live: &[Live]) -> bool {
+        let keys: Vec<InstanceKey> = live.iter().map(|l| l.inst.key()).collect();
+        let cost = self
+            .cloud
+            .cost(&Call::Observe(keys.len(), Scope::WITHOUT_SNAPSHOTS));
+        self.has_user_work(&keys) || self.cloud.delay(&cost).is_zero()
+    }
+
+    /// Queues `key` again at once for a full pass.
+    fn look_fully_soon(&self, key: &InstanceKey) {
+        lock(&self.polls).remove(key);
+        let outcome = Outcome::Success {
+            requeue_after: Some(Duration::ZERO),
+        };
+        self.count_result(outcome);
+        self.wave_done(key);
+        self.queue.done(key, outcome);
+    }
+
+    /// Claims and reads each key of a batch (the instance and what its pass reads besides);
+    /// keys that cannot be reconciled here now are done with at once.
+    async fn read_batch(&self, batch: Vec<InstanceKey>) -> Vec<Live> {
         let mut live = Vec::with_capacity(batch.len());
         for key in batch {
             // Another replica owns it (an API write landed here): the owner picks it up from
@@ -373,8 +546,18 @@ impl Reconciler {
                     continue;
                 }
             };
-            match self.store.get(&key).await {
-                Ok(Some(inst)) => live.push((inst, claim)),
+            let read = match self.store.get(&key).await {
+                Ok(Some(inst)) => self.load_context(&inst).await.map(|c| Some((inst, c))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(Some((inst, context))) => live.push(Live {
+                    inst,
+                    claim,
+                    context,
+                    tasks: None,
+                }),
                 Ok(None) => {
                     self.untrack(&key);
                     self.wave_done(&key);
@@ -390,65 +573,91 @@ impl Reconciler {
                 }
             }
         }
-        if live.is_empty() {
-            return;
-        }
-        let keys: Vec<InstanceKey> = live.iter().map(|(inst, _)| inst.key()).collect();
-        let urgent = keys.iter().any(|k| self.is_urgent(k));
-        let observe = CALL_CONTEXT.scope(
-            self.call_context(None, None, urgent),
-            self.cloud.observe(&keys),
-        );
-        match observe.await {
-            Ok(observed) => {
-                let passes = live.into_iter().zip(observed).map(|((inst, claim), obs)| {
-                    self.clone().pass(inst, claim, obs, workers.clone())
-                });
-                futures::future::join_all(passes).await;
-            }
-            Err(error) => {
-                warn!(instances = keys.len(), %error, "observation failed");
-                let outcome = if error.is_retryable() {
-                    Outcome::Failure
-                } else {
-                    Outcome::FailureAtLeast(self.config.problem_retry)
-                };
-                for (inst, claim) in live {
-                    self.record_observe_failure(&inst, claim.fence(), &error)
-                        .await;
-                    self.count_result(outcome);
-                    self.wave_done(&inst.key());
-                    self.queue.done(&inst.key(), outcome);
-                }
-            }
-        }
+        live
     }
 
-    /// One reconcile pass of one instance, given its observation, under `claim` (which
-    /// keeps the shard's lease from being given back until the pass ends).
+    /// Whether the observation for `l` must describe the RDS snapshots: its plan can need
+    /// them, or its last plan asked for them.
+    fn wants_snapshots(&self, l: &Live) -> bool {
+        let input = PlanInput {
+            inst: &l.inst,
+            backups: &l.context.backups,
+            restore_from: l.context.restore_from.as_ref(),
+        };
+        needs_snapshots(&input) || lock(&self.snapshots_wanted).contains(&l.inst.key())
+    }
+
+    /// Whether the pass of `inst` needs its service's tasks listed to judge their health.
+    fn wants_tasks(&self, inst: &Instance, obs: &Observed) -> bool {
+        obs.service.as_ref().is_some_and(|svc| {
+            let prev = inst.status.resources.service.as_ref();
+            health::should_list(prev, inst.status.replicas.desired, svc)
+        })
+    }
+
+    /// Lists, in one batched call, the tasks of the services whose health is not known
+    /// otherwise (ECS describes tasks of many services at once), into their observations.
+    async fn list_tasks(
+        &self,
+        live: &[Live],
+        observed: &mut [Observed],
+        lane: Lane,
+    ) -> Result<(), CloudError> {
+        let wanted: Vec<usize> = live
+            .iter()
+            .zip(observed.iter())
+            .enumerate()
+            .filter(|(_, (l, obs))| obs.tasks.is_none() && self.wants_tasks(&l.inst, obs))
+            .map(|(i, _)| i)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<InstanceKey> = wanted.iter().map(|&i| live[i].inst.key()).collect();
+        let call = self.cloud.describe_tasks(&keys);
+        let lists = CALL_CONTEXT
+            .scope(self.call_context(None, None, lane), call)
+            .await?;
+        for (i, tasks) in wanted.into_iter().zip(lists) {
+            observed[i].tasks = Some(tasks);
+        }
+        Ok(())
+    }
+
+    /// One reconcile pass of one instance, given its observation (and the error of the
+    /// task listing it needed, if that failed), under `claim` (which keeps the shard's
+    /// lease from being given back until the pass ends).
     async fn pass(
         self: Arc<Self>,
-        inst: Instance,
-        claim: Claim,
+        live: Live,
         obs: Observed,
-        workers: Arc<Semaphore>,
+        listing_error: Option<CloudError>,
+        workers: Workers,
     ) {
+        let Live {
+            inst,
+            claim,
+            context,
+            ..
+        } = live;
         let key = inst.key();
-        let Ok(_permit) = workers.acquire_owned().await else {
-            return; // closed: shutting down
-        };
+        let priority = self.queue.running_priority(&key).unwrap_or(Priority::User);
+        let _worker = workers.acquire(priority).await;
         let span = info_span!(
             "reconcile",
             tenant_id = %key.tenant_id,
             instance_id = %key.instance_id,
             generation = inst.metadata.generation
         );
-        let ctx = self.call_context(Some(&key), claim.fence(), self.is_urgent(&key));
+        let ctx = self.call_context(Some(&key), claim.fence(), self.lane(&key));
         let active = self.metrics.active_workers.with_label_values(&[CONTROLLER]);
         active.inc();
         let started = std::time::Instant::now();
         let outcome = CALL_CONTEXT
-            .scope(ctx, self.reconcile(inst, claim.fence(), obs))
+            .scope(
+                ctx,
+                self.reconcile(inst, context, claim.fence(), obs, listing_error),
+            )
             .instrument(span)
             .await;
         active.dec();
@@ -514,37 +723,46 @@ impl Reconciler {
         &self,
         key: Option<&InstanceKey>,
         fence: Option<Fence>,
-        urgent: bool,
+        lane: Lane,
     ) -> CallContext {
         CallContext {
             replica: self.shards.replica_id().map(str::to_owned),
             fence: fence.map(|f| f.token),
-            urgent,
+            urgent: lane != Lane::Background,
+            follow_up: lane == Lane::FollowUp,
             pass: key.map(|_| self.passes.fetch_add(1, Ordering::Relaxed) + 1),
             attempt: key.map(|k| self.queue.failures(k)),
         }
     }
 
-    /// Whether `key` was taken from the queue for work someone waits on: an API write,
-    /// reconcile-now, or the follow-up of a change in progress (a requeue). Its cloud calls
-    /// then go ahead of the periodic resync's in the cloud's request budget.
-    fn is_urgent(&self, key: &InstanceKey) -> bool {
-        matches!(
-            self.queue.running_priority(key),
-            Some(Priority::User | Priority::Requeue)
-        )
+    /// The budget lane of `key`'s calls: user work (an API write, reconcile-now, arriving
+    /// meanwhile too) first, then the follow-up of a change in progress (a requeue), both
+    /// urgent, i.e. ahead of the periodic resync (see `CallContext`).
+    fn lane(&self, key: &InstanceKey) -> Lane {
+        if self.queue.user_waiting(key) {
+            return Lane::User;
+        }
+        match self.queue.running_priority(key) {
+            Some(Priority::User) | None => Lane::User,
+            Some(Priority::Requeue) => Lane::FollowUp,
+            Some(Priority::Resync) => Lane::Background,
+        }
+    }
+
+    /// The lane of a batch's shared calls: that of its most pressing key.
+    fn batch_lane<'a>(&self, keys: impl Iterator<Item = &'a InstanceKey>) -> Lane {
+        keys.map(|k| self.lane(k)).min().unwrap_or(Lane::Background)
     }
 
     /// `fence`: the pass's claim on the shard; every status write presents it.
-    async fn reconcile(&self, inst: Instance, fence: Option<Fence>, mut obs: Observed) -> Outcome {
-        let key = inst.key();
-        let context = match self.load_context(&inst).await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "store read failed");
-                return Outcome::Failure;
-            }
-        };
+    async fn reconcile(
+        &self,
+        inst: Instance,
+        context: PassContext,
+        fence: Option<Fence>,
+        mut obs: Observed,
+        listing_error: Option<CloudError>,
+    ) -> Outcome {
         let mut outcome = PassOutcome {
             handled_request: inst
                 .metadata
@@ -553,7 +771,11 @@ impl Reconciler {
                 .map(|r| r.request_id.clone()),
             ..Default::default()
         };
-        if let Err(error) = self.complete_observation(&inst, &context, &mut obs).await {
+        let completed = match listing_error {
+            Some(error) => Err(error),
+            None => self.complete_observation(&inst, &context, &mut obs).await,
+        };
+        if let Err(error) = completed {
             outcome.error = Some(PassError { step: None, error });
         }
         let input = PlanInput {
@@ -562,6 +784,22 @@ impl Reconciler {
             restore_from: context.restore_from.as_ref(),
         };
         let plan = plan(&input, &obs);
+        let ended = self.act(&inst, &context, fence, &obs, &plan, outcome).await;
+        self.note_plan(&inst, &plan, &ended);
+        ended
+    }
+
+    /// Executes the plan of a pass, writes its status and events, and says how it ended.
+    async fn act(
+        &self,
+        inst: &Instance,
+        context: &PassContext,
+        fence: Option<Fence>,
+        obs: &Observed,
+        plan: &Plan,
+        mut outcome: PassOutcome,
+    ) -> Outcome {
+        let key = inst.key();
         let mut backups = context.backups.clone();
         // The lease may have run low while observing: never act on a shard we may have
         // lost. Look again after the next lease round; if the shard moved, that pass will
@@ -576,8 +814,8 @@ impl Reconciler {
         if outcome.error.is_none() {
             outcome.error = self
                 .execute(
-                    &inst,
-                    &plan,
+                    inst,
+                    plan,
                     &mut backups,
                     &mut outcome.started_restore_job,
                     &mut outcome.started_relocation_task,
@@ -598,17 +836,17 @@ impl Reconciler {
         }
         let error = outcome.error.clone();
         let at = now();
-        let status = next_status(&inst, &obs, &plan, outcome, at);
+        let status = next_status(inst, obs, plan, outcome, at);
         let record = PassRecord {
-            inst: &inst,
+            inst,
             backups: &context.backups,
-            plan: &plan,
+            plan,
             applied: &applied,
             error: error.as_ref(),
             status: &status,
         };
         let events = pass_events(&record, at);
-        self.record_convergence(&inst, &status);
+        self.record_convergence(inst, &status);
         if status.phase != inst.status.phase {
             info!(
                 from = inst.status.phase.as_str(),
@@ -622,7 +860,7 @@ impl Reconciler {
         {
             return early;
         }
-        if !self.record_backups(&mut backups, &plan).await {
+        if !self.record_backups(&mut backups, plan).await {
             return Outcome::Failure;
         }
         if let Some(e) = &outcome_error {
@@ -635,7 +873,7 @@ impl Reconciler {
             };
         }
         Outcome::Success {
-            requeue_after: self.requeue_after(&plan),
+            requeue_after: self.requeue_after(plan),
         }
     }
 
@@ -673,17 +911,14 @@ impl Reconciler {
         })
     }
 
-    /// Adds what the batched observation leaves out: the task list (only while the service
-    /// changes; task health decides readiness) and the AWS Backup jobs in flight.
+    /// Adds what the batched observation leaves out: the AWS Backup jobs in flight. (Task
+    /// lists, where needed, come batched too: `list_tasks`.)
     async fn complete_observation(
         &self,
         inst: &Instance,
         context: &PassContext,
         obs: &mut Observed,
     ) -> Result<(), CloudError> {
-        if should_list_tasks(inst.status.resources.service.as_ref(), obs) {
-            obs.tasks = Some(self.cloud.describe_tasks(&inst.key()).await?);
-        }
         let mut jobs: Vec<JobRef> = context
             .backups
             .iter()
@@ -855,6 +1090,10 @@ impl Reconciler {
     }
 
     fn requeue_after(&self, plan: &Plan) -> Option<Duration> {
+        if plan.needs_snapshots {
+            // Nothing was decided about what needs them: look again with them at once.
+            return Some(Duration::ZERO);
+        }
         if plan.waits.is_empty() && plan.problem.is_none() {
             debug!("converged");
             return None;
@@ -1071,11 +1310,12 @@ impl Reconciler {
     }
 }
 
+/// A key's 64-bit hash, keyed at random per process, so ids cannot be chosen to collide.
 fn key_hash(key: &InstanceKey) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+        std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
+    KEYS.hash_one(key)
 }
 
 /// A poisoned lock only means a pass panicked mid-update of a gauge map; keep going.

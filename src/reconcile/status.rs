@@ -12,7 +12,7 @@ use crate::model::{
     TaskStatus, Timestamp, set_condition,
 };
 
-use super::plan::{Plan, RestoreProgress, current};
+use super::plan::{Plan, RestoreProgress, current, health};
 
 /// A step (or the observation) failed during the pass.
 #[derive(Debug, Clone)]
@@ -32,22 +32,6 @@ pub struct PassOutcome {
     pub started_restore_job: Option<String>,
     /// The id of a relocation task (restored files into place) this pass started.
     pub started_relocation_task: Option<String>,
-}
-
-/// Listing tasks costs two ECS calls; do it while the service changes, or when the last
-/// list no longer matches the counts. A steady, healthy service is not listed again.
-pub fn should_list_tasks(prev: Option<&ServiceStatus>, obs: &Observed) -> bool {
-    let Some(svc) = &obs.service else {
-        return false;
-    };
-    let Some(prev) = prev else { return true };
-    let listed_running = prev.tasks.iter().filter(|t| t.status == "RUNNING").count();
-    let all_healthy = prev.tasks.iter().all(|t| t.health == "HEALTHY");
-    svc.pending_count > 0
-        || svc.rollout != crate::cloud::Rollout::Completed
-        || listed_running != svc.running_count as usize
-        || prev.tasks.len() != svc.running_count as usize
-        || !all_healthy
 }
 
 pub fn next_status(
@@ -109,15 +93,24 @@ fn replicas(obs: &Observed) -> Replicas {
 fn resources(inst: &Instance, obs: &Observed, now: Timestamp) -> Resources {
     let prev_service = inst.status.resources.service.as_ref();
     let (access_point, database) = current(inst, obs);
-    let final_snapshot = database.and_then(|d| {
-        let id = ResourceNames::final_snapshot(&d.identifier);
-        obs.snapshots.iter().find(|s| s.id == id)
-    });
+    let final_snapshot = match obs.snapshots.observed() {
+        Some(snapshots) => database
+            .and_then(|d| {
+                let id = ResourceNames::final_snapshot(&d.identifier);
+                snapshots.iter().find(|s| s.id == id)
+            })
+            .map(|s| ResourceRef {
+                id: s.id.clone(),
+                arn: s.arn.clone(),
+            }),
+        // Not described this pass: as last seen.
+        None => inst.status.resources.final_snapshot.clone(),
+    };
     Resources {
-        service: obs
-            .service
-            .as_ref()
-            .map(|s| service_status(s, prev_service, obs.tasks.as_deref(), now)),
+        service: obs.service.as_ref().map(|s| {
+            let prev_desired = inst.status.replicas.desired;
+            service_status(s, prev_service, prev_desired, obs.tasks.as_deref(), now)
+        }),
         access_point: access_point.map(|a| ResourceRef {
             id: a.id.clone(),
             arn: a.arn.clone(),
@@ -133,10 +126,7 @@ fn resources(inst: &Instance, obs: &Observed, now: Timestamp) -> Resources {
             id: l.name.clone(),
             arn: l.arn.clone(),
         }),
-        final_snapshot: final_snapshot.map(|s| ResourceRef {
-            id: s.id.clone(),
-            arn: s.arn.clone(),
-        }),
+        final_snapshot,
     }
 }
 
@@ -179,9 +169,11 @@ fn restore_status(
 fn service_status(
     svc: &ObservedService,
     prev: Option<&ServiceStatus>,
+    prev_desired: u32,
     fresh_tasks: Option<&[ObservedTask]>,
     now: Timestamp,
 ) -> ServiceStatus {
+    let judged = health::judge(prev, prev_desired, svc, fresh_tasks);
     let (tasks, observed_at) = match fresh_tasks {
         Some(list) => (list.iter().map(task_status).collect(), Some(now)),
         None => prev
@@ -193,40 +185,20 @@ fn service_status(
         arn: svc.arn.clone(),
         image: svc.image.clone(),
         deployment_status: svc.rollout.as_str().to_owned(),
-        health_status: health(svc, &tasks).to_owned(),
+        deployment_id: svc.deployment.clone(),
+        health_status: health::word(svc, judged).to_owned(),
         tasks,
         tasks_observed_at: observed_at,
     }
 }
 
-fn task_status(t: &ObservedTask) -> TaskStatus {
+/// A listed task as status shows it.
+pub fn task_status(t: &ObservedTask) -> TaskStatus {
     TaskStatus {
         id: t.id.clone(),
         status: t.last_status.clone(),
         health: t.health.clone(),
         started_at: t.started_at,
-    }
-}
-
-/// HEALTHY: every wanted task runs and reports healthy; UNHEALTHY: none runs;
-/// DEGRADED: in between; UNKNOWN: no task is wanted (suspended) or none is listed yet.
-fn health(svc: &ObservedService, tasks: &[TaskStatus]) -> &'static str {
-    if svc.desired_count == 0 {
-        return "UNKNOWN";
-    }
-    if svc.running_count == 0 {
-        return "UNHEALTHY";
-    }
-    let healthy = tasks
-        .iter()
-        .filter(|t| t.status == "RUNNING" && t.health == "HEALTHY")
-        .count();
-    if tasks.is_empty() {
-        "UNKNOWN"
-    } else if svc.running_count >= svc.desired_count && healthy >= svc.desired_count as usize {
-        "HEALTHY"
-    } else {
-        "DEGRADED"
     }
 }
 
@@ -358,6 +330,7 @@ mod tests {
             pending_count: 0,
             image: "img".into(),
             rollout: Rollout::Completed,
+            deployment: None,
             access_point_id: "fsap-1".into(),
             db_endpoint: "db".into(),
         }
@@ -372,6 +345,7 @@ mod tests {
             problem: None,
             backups: vec![],
             restore: None,
+            needs_snapshots: false,
         }
     }
 
@@ -479,6 +453,7 @@ mod tests {
             problem: None,
             backups: vec![],
             restore: None,
+            needs_snapshots: false,
         };
         let s = next_status(&i, &obs, &p, PassOutcome::default(), now());
         assert_eq!(
@@ -511,38 +486,6 @@ mod tests {
             now(),
         );
         assert_eq!(s2.last_handled_reconcile_request.as_deref(), Some("r1"));
-    }
-
-    #[test]
-    fn tasks_are_listed_while_changing_and_not_when_steady() {
-        let obs = |running, pending| Observed {
-            service: Some(ObservedService {
-                pending_count: pending,
-                ..svc(2, running)
-            }),
-            ..Default::default()
-        };
-        let steady = ServiceStatus {
-            name: "svc".into(),
-            arn: "arn".into(),
-            image: "img".into(),
-            deployment_status: "COMPLETED".into(),
-            health_status: "HEALTHY".into(),
-            tasks: (0..2)
-                .map(|n| TaskStatus {
-                    id: format!("t{n}"),
-                    status: "RUNNING".into(),
-                    health: "HEALTHY".into(),
-                    started_at: None,
-                })
-                .collect(),
-            tasks_observed_at: None,
-        };
-        assert!(should_list_tasks(None, &obs(2, 0)));
-        assert!(!should_list_tasks(Some(&steady), &obs(2, 0)));
-        assert!(should_list_tasks(Some(&steady), &obs(1, 1)));
-        assert!(should_list_tasks(Some(&steady), &obs(1, 0)));
-        assert!(!should_list_tasks(Some(&steady), &Observed::default()));
     }
 
     #[test]

@@ -21,13 +21,19 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::call::Api;
-use crate::cloud::CloudError;
+use crate::cloud::{CloudError, Lane};
 
 /// The longest a call waits for a token before it gives up as throttled.
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 
-/// Share of a bucket's burst kept for urgent calls.
+/// Share of a bucket's burst the background (the resync) leaves for urgent calls.
 const RESERVE_FRACTION: f64 = 0.25;
+
+/// Share of a bucket's burst follow-ups of changes under way leave for user work.
+const FOLLOW_UP_FRACTION: f64 = 0.125;
+
+/// How long a follow-up defers to user work at most; then it competes like user work.
+const FOLLOW_UP_PATIENCE: Duration = Duration::from_secs(2);
 
 /// `rate` requests per second sustained, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -152,14 +158,14 @@ impl Bucket {
     }
 
     /// Takes a token, or says how long until one may be taken.
-    fn take(&mut self, now: Instant, urgent: bool) -> Result<(), Duration> {
+    fn take(&mut self, now: Instant, lane: Lane) -> Result<(), Duration> {
         let earned = now.duration_since(self.refilled).as_secs_f64() * self.limit.rate;
         self.tokens = (self.tokens + earned).min(self.limit.burst);
         self.refilled = now;
-        let reserve = if urgent {
-            0.0
-        } else {
-            (self.limit.burst * RESERVE_FRACTION).floor()
+        let reserve = match lane {
+            Lane::User => 0.0,
+            Lane::FollowUp => (self.limit.burst * FOLLOW_UP_FRACTION).floor(),
+            Lane::Background => (self.limit.burst * RESERVE_FRACTION).floor(),
         };
         let needed = 1.0 + reserve;
         if self.tokens >= needed {
@@ -188,17 +194,24 @@ impl Budget {
         }
     }
 
-    /// Waits for a token for `api`; `Throttled` (nothing sent) if none comes in time.
-    pub async fn acquire(&self, api: Api, urgent: bool) -> Result<(), CloudError> {
-        let deadline = Instant::now() + MAX_WAIT;
+    /// Waits for a token for `api` in `lane`; `Throttled` (nothing sent) if none comes in
+    /// time. A follow-up that waited `FOLLOW_UP_PATIENCE` competes like user work.
+    pub async fn acquire(&self, api: Api, lane: Lane) -> Result<(), CloudError> {
+        let started = Instant::now();
+        let deadline = started + MAX_WAIT;
+        let patience = started + FOLLOW_UP_PATIENCE;
         loop {
             let now = Instant::now();
+            let lane = match lane {
+                Lane::FollowUp if now >= patience => Lane::User,
+                other => other,
+            };
             let wait = {
                 let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
                 buckets
                     .entry((api.service, api.operation))
                     .or_insert_with(|| Bucket::new(self.limits.limit(api), now))
-                    .take(now, urgent)
+                    .take(now, lane)
             };
             match wait {
                 Ok(()) => return Ok(()),
@@ -208,6 +221,8 @@ impl Budget {
                         operation: api.operation,
                     });
                 }
+                // A follow-up wakes at the end of its patience at the latest.
+                Err(d) if lane == Lane::FollowUp => tokio::time::sleep(d.min(patience - now)).await,
                 Err(d) => tokio::time::sleep(d).await,
             }
         }
@@ -254,7 +269,7 @@ mod tests {
         let b = budget("ecs=1/4");
         let start = Instant::now();
         for _ in 0..3 {
-            b.acquire(OP, false).await.unwrap();
+            b.acquire(OP, Lane::Background).await.unwrap();
         }
         assert_eq!(
             start.elapsed(),
@@ -262,19 +277,40 @@ mod tests {
             "the burst minus the reserve"
         );
         // The reserve is there for a user.
-        b.acquire(OP, true).await.unwrap();
+        b.acquire(OP, Lane::User).await.unwrap();
         assert_eq!(start.elapsed(), Duration::ZERO);
         // Background work now waits for the bucket to refill above the reserve.
-        b.acquire(OP, false).await.unwrap();
+        b.acquire(OP, Lane::Background).await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(2));
+    }
+
+    /// Follow-ups leave a share (an eighth) for user work, but only for their patience.
+    #[tokio::test(start_paused = true)]
+    async fn follow_ups_leave_a_share_for_user_work_for_a_while() {
+        let b = budget("ecs=0.25/8");
+        let start = Instant::now();
+        for _ in 0..7 {
+            b.acquire(OP, Lane::FollowUp).await.unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the burst minus the share");
+        b.acquire(OP, Lane::User).await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the share is there for a user"
+        );
+        // The bucket is empty; a follow-up would wait for two tokens (8 s: one and the
+        // share), but after its patience (2 s) it takes the first that comes (4 s).
+        b.acquire(OP, Lane::FollowUp).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
     }
 
     #[tokio::test(start_paused = true)]
     async fn waiting_longer_than_max_wait_fails_as_throttled_without_spinning() {
         let b = budget("ecs=0.01/1");
-        b.acquire(OP, true).await.unwrap();
+        b.acquire(OP, Lane::User).await.unwrap();
         let start = Instant::now();
-        let err = b.acquire(OP, true).await.unwrap_err();
+        let err = b.acquire(OP, Lane::User).await.unwrap_err();
         assert!(matches!(err, CloudError::Throttled { .. }), "{err:?}");
         assert!(
             start.elapsed() < Duration::from_millis(1),
@@ -287,7 +323,7 @@ mod tests {
         let b = budget("ecs=10/1");
         let start = Instant::now();
         for _ in 0..11 {
-            b.acquire(OP, true).await.unwrap();
+            b.acquire(OP, Lane::User).await.unwrap();
         }
         let took = start.elapsed();
         assert!(

@@ -75,7 +75,7 @@ impl Caller {
         F: Future<Output = Result<T, SdkError<E>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        if let Err(error) = self.budget.acquire(api, call_context().urgent).await {
+        if let Err(error) = self.budget.acquire(api, call_context().lane()).await {
             if let Some(m) = self.metrics.get() {
                 m.aws_throttled
                     .with_label_values(&[api.service, api.operation])

@@ -75,7 +75,7 @@ pub struct ServiceSpec<'a> {
 
 impl AwsCloud {
     /// The services of `names` (ACTIVE or DRAINING), by name.
-    pub(super) async fn observe_services(
+    pub(super) async fn services_named(
         &self,
         names: &[String],
     ) -> AwsResult<HashMap<String, ObservedService>> {
@@ -136,6 +136,10 @@ impl AwsCloud {
             access_point_id: facts.access_point_id,
             db_endpoint: facts.db_endpoint,
             rollout: rollout(svc, desired, running, pending),
+            deployment: primary_deployment(svc)
+                .filter(|d| d.rollout_state().is_some())
+                .and_then(|d| d.id())
+                .map(str::to_owned),
         }))
     }
 
@@ -206,30 +210,20 @@ impl AwsCloud {
         }
     }
 
-    /// ListTasks + DescribeTasks of the service's running tasks.
-    pub(super) async fn service_tasks(&self, key: &InstanceKey) -> AwsResult<Vec<ObservedTask>> {
-        let name = ResourceNames::for_key(key).service;
-        let mut arns = Vec::new();
-        let mut next = None;
-        loop {
-            let request = self
-                .clients
-                .ecs
-                .list_tasks()
-                .cluster(&self.settings.cluster)
-                .service_name(&name)
-                .desired_status(DesiredStatus::Running)
-                .set_next_token(next)
-                .send();
-            let out = self.caller.send(LIST_TASKS, request).await?;
-            arns.extend(out.task_arns.unwrap_or_default());
-            next = out.next_token;
-            if next.is_none() {
-                break;
-            }
-        }
-        let mut tasks = Vec::new();
-        // AWS rejects an empty DescribeTasks; skip it.
+    /// The running tasks of each key's service: ListTasks per service (ECS lists one
+    /// service at a time), then DescribeTasks per 100 of all the tasks found, across
+    /// services; none when nothing was found (AWS rejects an empty DescribeTasks).
+    pub(super) async fn service_tasks(
+        &self,
+        keys: &[InstanceKey],
+    ) -> AwsResult<Vec<Vec<ObservedTask>>> {
+        let names: Vec<String> = keys
+            .iter()
+            .map(|k| ResourceNames::for_key(k).service)
+            .collect();
+        let listed = futures::future::try_join_all(names.iter().map(|n| self.task_arns(n))).await?;
+        let arns: Vec<String> = listed.into_iter().flatten().collect();
+        let mut by_group: HashMap<String, Vec<ObservedTask>> = HashMap::new();
         for chunk in arns.chunks(TASKS_PER_CALL) {
             let request = self
                 .clients
@@ -239,19 +233,53 @@ impl AwsCloud {
                 .set_tasks(Some(chunk.to_vec()))
                 .send();
             let out = self.caller.send(DESCRIBE_TASKS, request).await?;
-            let group = format!("service:{name}");
-            tasks.extend(
-                out.tasks()
-                    .iter()
-                    // ListTasks already filters by service; the group check keeps servers
-                    // that ignore the filter honest.
-                    .filter(|t| t.group() == Some(group.as_str()))
-                    .filter(|t| t.last_status() != Some("STOPPED"))
-                    .map(|t| self.observed_task(t)),
-            );
+            for t in out.tasks() {
+                if t.last_status() == Some("STOPPED") {
+                    continue;
+                }
+                // The task's group names its service: ListTasks already filtered by
+                // service, and the group keeps servers that ignore the filter honest.
+                if let Some(group) = t.group() {
+                    by_group
+                        .entry(group.to_owned())
+                        .or_default()
+                        .push(self.observed_task(t));
+                }
+            }
         }
-        tasks.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(tasks)
+        Ok(names
+            .iter()
+            .map(|name| {
+                let mut tasks = by_group
+                    .remove(&format!("service:{name}"))
+                    .unwrap_or_default();
+                tasks.sort_by(|a, b| a.id.cmp(&b.id));
+                tasks
+            })
+            .collect())
+    }
+
+    /// ListTasks (all pages) of service `name`'s tasks meant to run.
+    async fn task_arns(&self, name: &str) -> AwsResult<Vec<String>> {
+        let mut arns = Vec::new();
+        let mut next = None;
+        loop {
+            let request = self
+                .clients
+                .ecs
+                .list_tasks()
+                .cluster(&self.settings.cluster)
+                .service_name(name)
+                .desired_status(DesiredStatus::Running)
+                .set_next_token(next)
+                .send();
+            let out = self.caller.send(LIST_TASKS, request).await?;
+            arns.extend(out.task_arns.unwrap_or_default());
+            next = out.next_token;
+            if next.is_none() {
+                return Ok(arns);
+            }
+        }
     }
 
     fn observed_task(&self, t: &Task) -> ObservedTask {
@@ -625,17 +653,19 @@ fn service_state(svc: &Service) -> Option<ServiceState> {
 /// The primary deployment's rollout state; without deployments (or rollout states),
 /// settled counts mean completed.
 fn rollout(svc: &Service, desired: u32, running: u32, pending: u32) -> Rollout {
-    let primary = svc
-        .deployments()
-        .iter()
-        .find(|d| d.status() == Some("PRIMARY"));
-    match primary.and_then(|d| d.rollout_state()) {
+    match primary_deployment(svc).and_then(|d| d.rollout_state()) {
         Some(DeploymentRolloutState::Completed) => Rollout::Completed,
         Some(DeploymentRolloutState::Failed) => Rollout::Failed,
         Some(_) => Rollout::InProgress,
         None if running == desired && pending == 0 => Rollout::Completed,
         None => Rollout::InProgress,
     }
+}
+
+fn primary_deployment(svc: &Service) -> Option<&aws_sdk_ecs::types::Deployment> {
+    svc.deployments()
+        .iter()
+        .find(|d| d.status() == Some("PRIMARY"))
 }
 
 /// ECS's task health; where a server reports only the containers', their aggregate (what

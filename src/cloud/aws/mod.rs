@@ -55,7 +55,7 @@ use self::rds::RdsIndex;
 use super::names::{MANAGED_BY, ResourceNames, TAG_INSTANCE, TAG_MANAGED_BY, TAG_TENANT};
 use super::{
     ClientToken, Cloud, CloudError, CloudResult, JobKind, JobRef, LogPage, LogQuery, Observed,
-    ObservedJob, ObservedTask, Step, StepOutcome, WaitingOn,
+    ObservedJob, ObservedService, ObservedTask, Scope, Seen, Step, StepOutcome, WaitingOn,
 };
 use crate::metrics::Metrics;
 use crate::model::{InstanceId, InstanceKey, TenantId};
@@ -274,7 +274,7 @@ impl AwsCloud {
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn observe_all(&self, keys: &[InstanceKey]) -> AwsResult<Vec<Observed>> {
+    async fn observe_all(&self, keys: &[InstanceKey], scope: Scope) -> AwsResult<Vec<Observed>> {
         let unique: Vec<InstanceKey> = keys
             .iter()
             .cloned()
@@ -285,9 +285,9 @@ impl AwsCloud {
         let services: Vec<String> = names.iter().map(|n| n.service.clone()).collect();
         let groups: Vec<String> = names.iter().map(|n| n.log_group.clone()).collect();
         let (mut services, mut access_points, mut rds, mut groups) = tokio::try_join!(
-            self.observe_services(&services),
+            self.services_named(&services),
             self.observe_access_points(),
-            self.observe_rds(&unique),
+            self.observe_rds(&unique, scope.snapshots),
             self.observe_log_groups(&groups),
         )?;
         let mut by_key: HashMap<&InstanceKey, Observed> = HashMap::new();
@@ -299,7 +299,10 @@ impl AwsCloud {
                     service: services.remove(&n.service),
                     access_points: access_points.remove(key).unwrap_or_default(),
                     databases,
-                    snapshots,
+                    snapshots: match scope.snapshots {
+                        true => Seen::Observed(snapshots),
+                        false => Seen::NotObserved,
+                    },
                     log_group: groups.remove(&n.log_group),
                     tasks: None,
                     jobs: Vec::new(),
@@ -440,15 +443,40 @@ fn tagged_key<'a>(
 
 #[async_trait]
 impl Cloud for AwsCloud {
-    async fn observe(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Observed>> {
+    async fn observe_scope(
+        &self,
+        keys: &[InstanceKey],
+        scope: Scope,
+    ) -> CloudResult<Vec<Observed>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.observe_all(keys).await?)
+        Ok(self.observe_all(keys, scope).await?)
     }
 
-    async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
-        Ok(self.service_tasks(key).await?)
+    async fn observe_services(
+        &self,
+        keys: &[InstanceKey],
+    ) -> CloudResult<Vec<Option<ObservedService>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = keys
+            .iter()
+            .map(|k| ResourceNames::for_key(k).service)
+            .collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        let found = self.services_named(&unique).await?;
+        Ok(names.iter().map(|n| found.get(n).cloned()).collect())
+    }
+
+    async fn describe_tasks(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Vec<ObservedTask>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.service_tasks(keys).await?)
     }
 
     async fn describe_jobs(&self, jobs: &[JobRef]) -> CloudResult<Vec<ObservedJob>> {

@@ -75,8 +75,13 @@ impl RdsIndex {
 pub type RdsView = HashMap<InstanceKey, (Vec<ObservedDatabase>, Vec<ObservedSnapshot>)>;
 
 impl AwsCloud {
-    /// The databases and snapshots of `keys`, found by identifier and attributed by tags.
-    pub(super) async fn observe_rds(&self, keys: &[InstanceKey]) -> AwsResult<RdsView> {
+    /// The databases and (when `snapshots`) the snapshots of `keys`, found by identifier
+    /// and attributed by tags.
+    pub(super) async fn observe_rds(
+        &self,
+        keys: &[InstanceKey],
+        snapshots: bool,
+    ) -> AwsResult<RdsView> {
         self.discover_if_due().await?;
         let ids: BTreeSet<String> = {
             let index = self.lock(&self.rds_index);
@@ -91,6 +96,9 @@ impl AwsCloud {
                 {
                     view.entry(key).or_default().0.push(observed);
                 }
+            }
+            if !snapshots {
+                continue;
             }
             for snap in self.describe_snapshots(Some(chunk)).await? {
                 if let Some(key) = db_key(snap.tag_list()) {

@@ -210,7 +210,7 @@ mod ecs_tasks {
         }
         .cloud()
         .await;
-        let tasks = cloud.describe_tasks(&key()).await.unwrap();
+        let tasks = cloud.tasks_of(&key()).await.unwrap();
         let seen: Vec<(&str, &str, &str)> = tasks
             .iter()
             .map(|t| (t.id.as_str(), t.last_status.as_str(), t.health.as_str()))
@@ -234,7 +234,7 @@ mod ecs_tasks {
         }
         .cloud()
         .await;
-        assert!(cloud.describe_tasks(&key()).await.unwrap().is_empty());
+        assert!(cloud.tasks_of(&key()).await.unwrap().is_empty());
         assert_eq!(
             describe.num_calls(),
             0,

@@ -215,6 +215,11 @@ pub(super) struct ServiceRec {
     pub desired: u32,
     /// Number of the primary deployment; +1 on every image change.
     pub deployment: u32,
+    /// The deployment (number) that reached a steady state: ECS never takes a deployment's
+    /// COMPLETED back (a later change of count or a replaced task does not), so this is
+    /// stamped before every change of the service and read by `rollout`.
+    #[serde(default)]
+    pub completed: Option<u32>,
     pub access_point_id: String,
     pub db_endpoint: String,
     pub created_at: Millis,
@@ -267,6 +272,7 @@ impl ServiceRec {
             image: new.image.to_owned(),
             desired: new.desired_count,
             deployment: 1,
+            completed: None,
             access_point_id: new.access_point_id.to_owned(),
             db_endpoint: new.db_endpoint.to_owned(),
             created_at: ctx.now,
@@ -315,20 +321,46 @@ impl ServiceRec {
         self.count(t, &[Phase::Provisioning, Phase::Pending])
     }
 
+    /// The primary deployment's rollout state, as ECS reports it for a service whose task
+    /// definition has a container health check: COMPLETED once `desired` of its tasks run
+    /// *and pass the health check* and no older task is left (a steady state), and from
+    /// then on, whatever later changes of count do (see `completed`).
     fn rollout(&self, t: Millis) -> Rollout {
-        let primary_running = self
+        if self.completed == Some(self.deployment) || self.steady(t) {
+            Rollout::Completed
+        } else {
+            Rollout::InProgress
+        }
+    }
+
+    /// `desired` healthy running tasks of the primary deployment, none of an older one.
+    fn steady(&self, t: Millis) -> bool {
+        let healthy = self
             .tasks
             .iter()
-            .filter(|task| task.deployment == self.deployment && task.phase(t) == Phase::Running)
+            .filter(|task| {
+                task.deployment == self.deployment
+                    && task.phase(t) == Phase::Running
+                    && task.health(t) == "HEALTHY"
+            })
             .count();
         let old_remain = self
             .tasks_at(t)
             .any(|task| task.deployment != self.deployment);
-        if (primary_running as u64) < u64::from(self.desired) || old_remain {
-            Rollout::InProgress
-        } else {
-            Rollout::Completed
+        healthy as u64 >= u64::from(self.desired) && !old_remain
+    }
+
+    /// Stamps a deployment that reached its steady state by `t`, before a change. Between
+    /// two changes a deployment only moves towards it, so stamping at each change is exact.
+    fn stamp_completion(&mut self, t: Millis) {
+        if self.completed != Some(self.deployment) && self.steady(t) {
+            self.completed = Some(self.deployment);
         }
+    }
+
+    /// ECS's deployment id: unique per service incarnation and deployment.
+    fn deployment_id(&self) -> String {
+        format!("ecs-svc/{:x}{:04}", self.created_at, self.deployment)
     }
 
     /// Launches or stops primary tasks until `desired` of them are live, as ECS's service
@@ -353,9 +385,18 @@ impl ServiceRec {
         }
     }
 
+    /// A change of count only: no new deployment (ECS keeps the primary one, and its
+    /// rollout state, as they are).
+    fn scale(&mut self, ctx: &Ctx, desired: u32) {
+        self.stamp_completion(ctx.now);
+        self.desired = desired;
+        self.converge(ctx);
+    }
+
     /// A new primary deployment: `desired` new tasks now; each old task stops when a new
     /// one reaches RUNNING (minimum healthy 100 %, maximum 200 %).
     fn roll(&mut self, ctx: &Ctx, config: &ServiceUpdate<'_>) {
+        self.stamp_completion(ctx.now);
         self.deployment = self.deployment.saturating_add(1);
         self.image = config.image.to_owned();
         self.access_point_id = config.access_point_id.to_owned();
@@ -382,6 +423,7 @@ impl ServiceRec {
     }
 
     fn drain(&mut self, ctx: &Ctx) {
+        self.stamp_completion(ctx.now);
         self.deleted_at = Some(ctx.now);
         self.desired = 0;
         for task in &mut self.tasks {
@@ -391,6 +433,7 @@ impl ServiceRec {
 
     /// Stops up to `n` RUNNING tasks now; the scheduler replaces them at once.
     fn kill(&mut self, ctx: &Ctx, n: u32) {
+        self.stamp_completion(ctx.now);
         let mut victims = 0;
         for task in &mut self.tasks {
             if victims == n {
@@ -442,6 +485,7 @@ impl ServiceRec {
             access_point_id: self.access_point_id.clone(),
             db_endpoint: self.db_endpoint.clone(),
             rollout: self.rollout(t),
+            deployment: Some(self.deployment_id()),
         }
     }
 
@@ -609,8 +653,7 @@ impl Inventory {
         }
         self.with_service(name, ctx.now, |svc| {
             if svc.runs(update) {
-                svc.desired = update.desired_count;
-                svc.converge(ctx);
+                svc.scale(ctx, update.desired_count);
             } else {
                 svc.roll(ctx, update);
             }
@@ -636,10 +679,7 @@ impl Inventory {
         if !active {
             return None;
         }
-        self.with_service(name, ctx.now, |svc| {
-            svc.desired = n;
-            svc.converge(ctx);
-        })
+        self.with_service(name, ctx.now, |svc| svc.scale(ctx, n))
     }
 
     /// Drift: tasks died (OOM, host failure); ECS replaces them.
@@ -707,8 +747,7 @@ mod tests {
                 match rng.random_range(0..4) {
                     0 => {
                         svc.prune(now);
-                        svc.desired = rng.random_range(0..5);
-                        svc.converge(&c);
+                        svc.scale(&c, rng.random_range(0..5));
                     }
                     1 => {
                         svc.prune(now);
@@ -747,6 +786,41 @@ mod tests {
         assert_eq!(svc.running(first_ready - 1), 2);
         assert_eq!(svc.rollout(first_ready - 1), Rollout::InProgress);
         assert_eq!(svc.running(first_ready), 2, "one old stops as one new runs");
+    }
+
+    /// As ECS with a container health check: a deployment completes once its tasks are
+    /// healthy (running is not enough), and a later change of count neither starts a new
+    /// deployment nor takes the COMPLETED back; a new task definition does both.
+    #[test]
+    fn a_rollout_completes_on_healthy_tasks_and_stays_completed_through_scaling() {
+        let mut svc = service(2);
+        let running = svc.tasks.iter().map(|t| t.running_at).max().expect("tasks");
+        let healthy = svc.tasks.iter().map(|t| t.healthy_at).max().expect("tasks");
+        assert_eq!(svc.observed(running).running_count, 2);
+        assert_eq!(
+            svc.rollout(running),
+            Rollout::InProgress,
+            "running, not healthy yet"
+        );
+        assert_eq!(svc.rollout(healthy), Rollout::Completed);
+        let first = svc.observed(healthy).deployment.expect("an id");
+        svc.scale(&ctx(healthy), 3);
+        let seen = svc.observed(healthy);
+        assert_eq!((seen.running_count, seen.pending_count), (2, 1));
+        assert_eq!(
+            seen.rollout,
+            Rollout::Completed,
+            "scaling keeps the deployment"
+        );
+        assert_eq!(seen.deployment.as_deref(), Some(first.as_str()));
+        svc.roll(&ctx(healthy), &update("img1", 3));
+        let rolled = svc.observed(healthy);
+        assert_eq!(rolled.rollout, Rollout::InProgress);
+        assert_ne!(
+            rolled.deployment,
+            Some(first),
+            "a new task definition, a new deployment"
+        );
     }
 
     #[test]

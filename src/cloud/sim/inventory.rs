@@ -25,7 +25,7 @@ use super::rds::{DbRec, KeyIndex, NewDb, RestoredDb, SnapshotRec};
 use super::relocation::NewRelocation;
 use super::view::InventorySnapshot;
 use crate::cloud::names::ResourceNames;
-use crate::cloud::{CloudResult, DbState, Observed, Step, StepOutcome};
+use crate::cloud::{CloudResult, DbState, Observed, Seen, Step, StepOutcome};
 use crate::model::InstanceKey;
 
 /// How often (in real milliseconds) a mutation also sweeps gone resources out of storage.
@@ -287,11 +287,12 @@ impl Inventory {
                 .into_iter()
                 .filter_map(|db| db.observed(t))
                 .collect(),
-            snapshots: self
-                .snapshots_of(key)
-                .into_iter()
-                .map(|s| s.observed(t))
-                .collect(),
+            snapshots: Seen::Observed(
+                self.snapshots_of(key)
+                    .into_iter()
+                    .map(|s| s.observed(t))
+                    .collect(),
+            ),
             log_group: self
                 .log_groups
                 .get(&names.log_group)

@@ -73,7 +73,8 @@ use self::persist::{Durable, Persister};
 use super::names::ResourceNames;
 use super::{
     Call, ClientToken, Cloud, CloudError, CloudResult, JobKind, JobRef, LogPage, LogQuery,
-    Observed, ObservedJob, ObservedTask, Step, StepOutcome, WaitingOn,
+    Observed, ObservedJob, ObservedService, ObservedTask, Scope, Seen, Step, StepOutcome,
+    WaitingOn,
 };
 use crate::model::InstanceKey;
 
@@ -251,6 +252,13 @@ const OBSERVE_CALLS: [(Api, usize); 5] = [
     (Api::read(Service::Efs, "DescribeAccessPoints"), 100),
     (Api::read(Service::Logs, "DescribeLogGroups"), 50),
 ];
+
+/// The describe calls of an observation of `scope`.
+fn observe_calls(scope: Scope) -> impl Iterator<Item = (Api, usize)> {
+    OBSERVE_CALLS
+        .into_iter()
+        .filter(move |(api, _)| scope.snapshots || api.operation != "DescribeDBSnapshots")
+}
 
 const LIST_TASKS: Api = Api::read(Service::Ecs, "ListTasks");
 const DESCRIBE_TASKS: Api = Api::read(Service::Ecs, "DescribeTasks");
@@ -597,10 +605,17 @@ impl SimCloud {
         }
     }
 
+    /// Everything of `keys` as it is now.
+    fn observe_now(&self, keys: &[InstanceKey]) -> Vec<Observed> {
+        let t = now_ms();
+        let inv = self.lock_inventory();
+        keys.iter().map(|key| inv.observe(key, t)).collect()
+    }
+
     /// Issues the batched describe calls for `keys` concurrently.
-    async fn observe_calls(&self, keys: &[InstanceKey]) -> CloudResult<()> {
+    async fn observe_calls(&self, keys: &[InstanceKey], scope: Scope) -> CloudResult<()> {
         let mut calls: Vec<(Api, Option<String>)> = Vec::new();
-        for (api, per_call) in OBSERVE_CALLS {
+        for (api, per_call) in observe_calls(scope) {
             for chunk in keys.chunks(per_call) {
                 let instance = (chunk.len() == 1).then(|| chunk[0].path());
                 calls.push((api, instance));
@@ -622,7 +637,7 @@ impl SimCloud {
             .map(drop)
     }
 
-    fn tasks_of(&self, key: &InstanceKey) -> Vec<ObservedTask> {
+    fn tasks_now(&self, key: &InstanceKey) -> Vec<ObservedTask> {
         let name = ResourceNames::for_key(key).service;
         let t = now_ms();
         let inv = self.lock_inventory();
@@ -679,6 +694,33 @@ impl SimCloud {
     }
 }
 
+/// One DescribeTasks per 100 listed tasks, each naming its instance when it describes the
+/// tasks of only one (as observations do for a batch of one).
+fn describe_chunks(listed: &[(String, usize)]) -> Vec<Option<String>> {
+    let mut chunks: Vec<Vec<&str>> = Vec::new();
+    let mut room = 0;
+    for (instance, n) in listed {
+        for _ in 0..*n {
+            if room == 0 {
+                chunks.push(Vec::new());
+                room = TASKS_PER_DESCRIBE;
+            }
+            let chunk = chunks.last_mut().expect("pushed");
+            if chunk.last() != Some(&instance.as_str()) {
+                chunk.push(instance);
+            }
+            room -= 1;
+        }
+    }
+    chunks
+        .into_iter()
+        .map(|c| (c.len() == 1).then(|| c[0].to_owned()))
+        .collect()
+}
+
+/// DescribeTasks takes at most this many tasks.
+const TASKS_PER_DESCRIBE: usize = 100;
+
 /// The call describing a job of `kind`.
 fn describe_job_api(kind: JobKind) -> Api {
     match kind {
@@ -710,29 +752,62 @@ pub struct SiteData {
 
 #[async_trait]
 impl Cloud for SimCloud {
-    async fn observe(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Observed>> {
+    async fn observe_scope(
+        &self,
+        keys: &[InstanceKey],
+        scope: Scope,
+    ) -> CloudResult<Vec<Observed>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.observe_calls(keys).await?;
-        let t = now_ms();
-        let fresh = {
-            let inv = self.lock_inventory();
-            keys.iter().map(|key| inv.observe(key, t)).collect()
-        };
-        Ok(self.distort(keys, fresh))
+        self.observe_calls(keys, scope).await?;
+        let mut seen = self.distort(keys, self.observe_now(keys));
+        if !scope.snapshots {
+            for o in &mut seen {
+                o.snapshots = Seen::NotObserved;
+            }
+        }
+        Ok(seen)
     }
 
-    /// ListTasks, then DescribeTasks only if there is something to describe (AWS rejects
-    /// an empty DescribeTasks, so the real driver skips it too).
-    async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
-        let instance = key.path();
-        self.read_call(LIST_TASKS, Some(&instance)).await?;
-        if self.tasks_of(key).is_empty() {
+    /// DescribeServices per 10 keys; the services as `observe` would show them (view faults
+    /// included).
+    async fn observe_services(
+        &self,
+        keys: &[InstanceKey],
+    ) -> CloudResult<Vec<Option<ObservedService>>> {
+        if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.read_call(DESCRIBE_TASKS, Some(&instance)).await?;
-        Ok(self.tasks_of(key))
+        let (api, per_call) = OBSERVE_CALLS[0];
+        let calls = keys
+            .chunks(per_call)
+            .map(|chunk| (api, (chunk.len() == 1).then(|| chunk[0].path())))
+            .collect();
+        self.concurrent_reads(calls).await?;
+        let seen = self.distort(keys, self.observe_now(keys));
+        Ok(seen.into_iter().map(|o| o.service).collect())
+    }
+
+    /// ListTasks per key (one service each), then DescribeTasks per 100 of the tasks found,
+    /// across services, and none when there is nothing to describe (AWS rejects an empty
+    /// DescribeTasks, so the real driver skips it too).
+    async fn describe_tasks(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Vec<ObservedTask>>> {
+        let lists = keys
+            .iter()
+            .map(|key| (LIST_TASKS, Some(key.path())))
+            .collect();
+        self.concurrent_reads(lists).await?;
+        let listed: Vec<(String, usize)> = keys
+            .iter()
+            .map(|key| (key.path(), self.tasks_now(key).len()))
+            .collect();
+        let describes = describe_chunks(&listed)
+            .into_iter()
+            .map(|instance| (DESCRIBE_TASKS, instance))
+            .collect();
+        self.concurrent_reads(describes).await?;
+        Ok(keys.iter().map(|key| self.tasks_now(key)).collect())
     }
 
     /// One DescribeBackupJob / DescribeRestoreJob / DescribeTasks per job, issued
@@ -818,12 +893,28 @@ impl Cloud for SimCloud {
     fn cost(&self, call: &Call<'_>) -> Vec<(&'static str, u32)> {
         let per_chunk = |n: usize, per: usize| u32::try_from(n.div_ceil(per)).unwrap_or(u32::MAX);
         match call {
-            Call::Observe(0) => vec![],
-            Call::Observe(n) => OBSERVE_CALLS
-                .iter()
-                .map(|(api, per)| (api.service.name(), per_chunk(*n, *per)))
-                .collect(),
-            Call::DescribeTasks => vec![(LIST_TASKS.service.name(), 2)],
+            Call::Observe(0, _) | Call::ObserveServices(0) => vec![],
+            Call::Observe(n, scope) => {
+                let mut cost: Vec<(&'static str, u32)> = Vec::new();
+                for (api, per) in observe_calls(*scope) {
+                    let calls = per_chunk(*n, per);
+                    match cost.iter_mut().find(|(s, _)| *s == api.service.name()) {
+                        Some((_, c)) => *c += calls,
+                        None => cost.push((api.service.name(), calls)),
+                    }
+                }
+                cost
+            }
+            Call::ObserveServices(n) => {
+                let (api, per) = OBSERVE_CALLS[0];
+                vec![(api.service.name(), per_chunk(*n, per))]
+            }
+            // A ListTasks per key; DescribeTasks per 100 tasks, priced at 4 tasks a service.
+            Call::DescribeTasks(0) => vec![],
+            Call::DescribeTasks(n) => vec![(
+                LIST_TASKS.service.name(),
+                per_chunk(*n, 1).saturating_add(per_chunk(n.saturating_mul(4), 100)),
+            )],
             Call::DescribeJobs(jobs) => {
                 let mut cost: Vec<(&'static str, u32)> = Vec::new();
                 for job in jobs.iter() {

@@ -245,8 +245,17 @@ async fn full_create_flow_reaches_ready_states() {
     );
     assert_eq!(svc.rollout, Rollout::InProgress);
 
-    let svc = until_running(&cloud, &k, 2).await;
-    assert_eq!(svc.rollout, Rollout::Completed);
+    until_running(&cloud, &k, 2).await;
+    // ECS completes the rollout once the tasks pass their health check, not when they run.
+    let svc = until(&cloud, &k, "a completed rollout", |o| {
+        o.service
+            .clone()
+            .filter(|s| s.rollout == Rollout::Completed)
+    })
+    .await;
+    let tasks = cloud.tasks_of(&k).await.expect("tasks");
+    assert!(tasks.iter().all(|t| t.health == "HEALTHY"), "{tasks:?}");
+    assert!(svc.deployment.is_some(), "ECS reports the deployment's id");
     assert!(svc.arn.ends_with(&format!(":service/wpfleet/{}", svc.name)));
 
     let seen = observe1(&cloud, &k).await;
@@ -262,7 +271,7 @@ async fn full_create_flow_reaches_ready_states() {
 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let tasks = cloud.describe_tasks(&k).await.expect("tasks");
+        let tasks = cloud.tasks_of(&k).await.expect("tasks");
         assert_eq!(tasks.len(), 2);
         assert!(
             tasks
@@ -294,7 +303,7 @@ async fn task_statuses_progress_and_describe_tasks_costs_two_calls() {
     let cloud = cloud();
     let k = key(1);
     apply_ok(&cloud, &k, &Steps::of(&k).svc(1, "wp:1")).await;
-    let tasks = cloud.describe_tasks(&k).await.expect("tasks");
+    let tasks = cloud.tasks_of(&k).await.expect("tasks");
     assert_eq!(tasks.len(), 1);
     assert!(
         ["PROVISIONING", "PENDING"].contains(&tasks[0].last_status.as_str()),
@@ -306,7 +315,7 @@ async fn task_statuses_progress_and_describe_tasks_costs_two_calls() {
     assert_eq!(stat(&cloud, "ecs:DescribeTasks").calls, 1);
 
     let other = key(2);
-    assert!(cloud.describe_tasks(&other).await.expect("none").is_empty());
+    assert!(cloud.tasks_of(&other).await.expect("none").is_empty());
     assert_eq!(stat(&cloud, "ecs:ListTasks").calls, 2);
     assert_eq!(
         stat(&cloud, "ecs:DescribeTasks").calls,
@@ -501,7 +510,7 @@ async fn scaling_launches_and_stops_tasks() {
         (1, 1),
         "excess stop at once"
     );
-    let stopping = cloud.describe_tasks(&k).await.expect("tasks");
+    let stopping = cloud.tasks_of(&k).await.expect("tasks");
     assert_eq!(
         stopping
             .iter()
@@ -510,7 +519,7 @@ async fn scaling_launches_and_stops_tasks() {
         2
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while cloud.describe_tasks(&k).await.expect("tasks").len() != 1 {
+    while cloud.tasks_of(&k).await.expect("tasks").len() != 1 {
         assert!(Instant::now() < deadline, "stopped tasks never went away");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -541,7 +550,7 @@ async fn a_new_image_rolls_out_and_replaces_old_tasks() {
             .map(drop)
     })
     .await;
-    let tasks = cloud.describe_tasks(&k).await.expect("tasks");
+    let tasks = cloud.tasks_of(&k).await.expect("tasks");
     assert_eq!(tasks.len(), 2);
     assert!(
         tasks
@@ -615,6 +624,8 @@ async fn delete_database_needs_an_available_final_snapshot() {
     let snap = observe1(&cloud, &k)
         .await
         .snapshots
+        .observed()
+        .expect("snapshots observed")
         .first()
         .cloned()
         .expect("snapshot");
@@ -630,6 +641,8 @@ async fn delete_database_needs_an_available_final_snapshot() {
 
     until(&cloud, &k, "snapshot", |o| {
         o.snapshots
+            .observed()
+            .expect("snapshots observed")
             .first()
             .filter(|s| s.state == SnapshotState::Available)
             .map(drop)
@@ -646,7 +659,12 @@ async fn delete_database_needs_an_available_final_snapshot() {
     })
     .await;
     assert!(
-        !observe1(&cloud, &k).await.snapshots.is_empty(),
+        !observe1(&cloud, &k)
+            .await
+            .snapshots
+            .observed()
+            .expect("snapshots observed")
+            .is_empty(),
         "snapshots outlive the DB"
     );
     assert_eq!(stat(&cloud, "rds:DeleteDBInstance").errors, 2);
@@ -1019,7 +1037,7 @@ async fn throttle_and_error_faults_have_no_effect() {
         cloud.observe(std::slice::from_ref(&k)).await,
         Err(CloudError::Throttled { .. })
     ));
-    assert!(cloud.describe_tasks(&k).await.is_err());
+    assert!(cloud.tasks_of(&k).await.is_err());
 
     cloud.set_faults(Faults {
         error_rate: 1.0,

@@ -38,6 +38,7 @@ fn plan(phase: Phase, steps: Vec<Step>) -> Plan {
         problem: None,
         backups: vec![],
         restore: None,
+        needs_snapshots: false,
     }
 }
 

@@ -122,7 +122,16 @@ fn one(
         },
     };
     let snapshot_id = names.backup_snapshot(&bk.backup_id);
-    let database = match obs.snapshots.iter().find(|s| s.id == snapshot_id) {
+    let Some(snapshots) = b.snapshots(obs) else {
+        // Not described this pass: the snapshot may exist; look again with it.
+        b.wait(
+            WaitingOn::Snapshot,
+            "BackupRunning",
+            format!("backup {} is running", bk.backup_id),
+        );
+        return BackupProgress::of(bk);
+    };
+    let database = match snapshots.iter().find(|s| s.id == snapshot_id) {
         None => {
             b.step(Step::SnapshotDatabase {
                 identifier: db.identifier.clone(),

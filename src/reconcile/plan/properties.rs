@@ -11,7 +11,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::cloud::{ObservedLogGroup, ObservedSnapshot, ObservedTask};
+use crate::cloud::{ObservedLogGroup, ObservedSnapshot, ObservedTask, Rollout, Seen};
 use crate::model::{Backup, BackupStatus, Configuration, InstanceKey, RestoreStatus, Timestamp};
 
 fn key() -> InstanceKey {
@@ -281,15 +281,23 @@ fn observed(ok_only: bool) -> impl Strategy<Value = Observed> {
                 });
             }
             for (id, state) in snaps {
-                if o.snapshots.iter().any(|s| s.id == id.0) {
+                if o.snapshots
+                    .observed()
+                    .expect("snapshots observed")
+                    .iter()
+                    .any(|s| s.id == id.0)
+                {
                     continue;
                 }
-                o.snapshots.push(ObservedSnapshot {
-                    arn: format!("arn:snap:{}", id.0),
-                    id: id.0,
-                    state,
-                    db_identifier: id.1,
-                });
+                o.snapshots
+                    .observed_mut()
+                    .expect("snapshots observed")
+                    .push(ObservedSnapshot {
+                        arn: format!("arn:snap:{}", id.0),
+                        id: id.0,
+                        state,
+                        db_identifier: id.1,
+                    });
             }
             if let Some((active, desired, running, pending, image_ok, ap, db, done)) = service {
                 o.service = Some(ObservedService {
@@ -315,6 +323,7 @@ fn observed(ok_only: bool) -> impl Strategy<Value = Observed> {
                     } else {
                         Rollout::InProgress
                     },
+                    deployment: None,
                 });
             }
             if log {
@@ -407,7 +416,12 @@ fn check_destruction(inst: &Instance, o: &Observed, p: &Plan) -> Result<(), Stri
             final_snapshot_id,
         } = step
         {
-            let snap = o.snapshots.iter().find(|s| &s.id == final_snapshot_id);
+            let snap = o
+                .snapshots
+                .observed()
+                .expect("snapshots observed")
+                .iter()
+                .find(|s| &s.id == final_snapshot_id);
             if !snap.is_some_and(|s| {
                 s.state == SnapshotState::Available && &s.db_identifier == identifier
             }) {
@@ -433,6 +447,47 @@ proptest! {
         let p = plan(&input, &o);
         if let Err(why) = check_destruction(&inst, &o, &p) {
             prop_assert!(false, "{why}\nplan: {:?}\ninstance: {inst:?}\nobserved: {o:?}", p.steps);
+        }
+    }
+
+    /// Snapshots left out of an observation are never read as "none": without them the
+    /// plan takes no snapshot and deletes no database, takes no step it would not take with
+    /// any snapshots seen, decides convergence the same way, and whenever seeing them would
+    /// have changed anything, it says it needs them.
+    #[test]
+    fn snapshots_not_observed_are_never_taken_for_absent(
+        (inst, backups, restore_from) in desired(true),
+        o in observed(false),
+    ) {
+        let input = PlanInput { inst: &inst, backups: &backups, restore_from: restore_from.as_ref() };
+        let seen = plan(&input, &o);
+        let mut blind = o.clone();
+        blind.snapshots = Seen::NotObserved;
+        let p = plan(&input, &blind);
+        for step in &p.steps {
+            prop_assert!(
+                !matches!(step, Step::SnapshotDatabase { .. } | Step::DeleteDatabase { .. }),
+                "{step:?} without the snapshots observed"
+            );
+            prop_assert!(seen.steps.contains(step), "{step:?} not planned with them: {:?}", seen.steps);
+        }
+        prop_assert_eq!(p.converged, seen.converged);
+        if !p.needs_snapshots {
+            prop_assert_eq!(&p.steps, &seen.steps);
+            prop_assert_eq!(p.phase, seen.phase);
+            prop_assert_eq!(&p.waits, &seen.waits);
+            prop_assert_eq!(&p.backups, &seen.backups);
+            prop_assert_eq!(&p.restore, &seen.restore);
+        }
+        // The runner observes them up front whenever the plan can need them; the plan
+        // asks afterwards only for data of another epoch with no restore in status.
+        if p.needs_snapshots && !needs_snapshots(&input) {
+            let (epoch, _) = data_generation(&inst);
+            let current = names().database(epoch.as_deref());
+            prop_assert!(
+                o.databases.iter().any(|d| d.identifier != current),
+                "asked for snapshots the runner did not foresee: {o:?}"
+            );
         }
     }
 
@@ -541,6 +596,7 @@ fn converged_world(inst: &Instance) -> Observed {
             access_point_id: "fsap-0".into(),
             db_endpoint: endpoint(&db),
             rollout: Rollout::Completed,
+            deployment: None,
         }),
         access_points: vec![ObservedAccessPoint {
             id: "fsap-0".into(),
@@ -559,7 +615,7 @@ fn converged_world(inst: &Instance) -> Observed {
             endpoint: Some(endpoint(&db)),
             instance_class: db_instance_class(inst.spec.tier).into(),
         }],
-        snapshots: vec![],
+        snapshots: Seen::Observed(vec![]),
         log_group: Some(ObservedLogGroup {
             name: n.log_group.clone(),
             arn: "arn:lg".into(),
@@ -615,12 +671,16 @@ fn carry_out(o: &mut Observed, step: &Step) {
         Step::SnapshotDatabase {
             identifier,
             snapshot_id,
-        } => o.snapshots.push(ObservedSnapshot {
-            id: snapshot_id.clone(),
-            arn: "arn:snap".into(),
-            state: SnapshotState::Available,
-            db_identifier: identifier.clone(),
-        }),
+        } => o
+            .snapshots
+            .observed_mut()
+            .expect("snapshots observed")
+            .push(ObservedSnapshot {
+                id: snapshot_id.clone(),
+                arn: "arn:snap".into(),
+                state: SnapshotState::Available,
+                db_identifier: identifier.clone(),
+            }),
         Step::DeleteDatabase { identifier, .. } => {
             o.databases.retain(|d| &d.identifier != identifier)
         }
@@ -649,6 +709,7 @@ fn carry_out(o: &mut Observed, step: &Step) {
                 access_point_id: access_point_id.clone(),
                 db_endpoint: db_endpoint.clone(),
                 rollout: Rollout::Completed,
+                deployment: None,
             });
         }
         Step::DeleteService { .. } => o.service = None,
@@ -679,7 +740,7 @@ fn settle(o: &mut Observed) {
     for a in &mut o.access_points {
         a.state = AccessPointState::Available;
     }
-    for s in &mut o.snapshots {
+    for s in o.snapshots.observed_mut().expect("snapshots observed") {
         s.state = SnapshotState::Available;
     }
     if o.service

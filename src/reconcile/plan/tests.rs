@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::cloud::{
-    ObservedAccessPoint, ObservedLogGroup, ObservedSnapshot, ObservedTask, ServiceState,
-    SnapshotState,
+    ObservedAccessPoint, ObservedLogGroup, ObservedSnapshot, ObservedTask, Rollout, Seen,
+    ServiceState, SnapshotState,
 };
 use crate::model::{Configuration, InstanceKey, now};
 
@@ -51,6 +51,7 @@ fn svc(desired: u32, running: u32, pending: u32) -> ObservedService {
         pending_count: pending,
         image: IMAGE.into(),
         rollout: Rollout::Completed,
+        deployment: None,
         access_point_id: "fsap-1".into(),
         db_endpoint: "db.example".into(),
     }
@@ -94,7 +95,7 @@ fn world() -> Observed {
         service: Some(svc(2, 2, 0)),
         access_points: vec![ap(AccessPointState::Available)],
         databases: vec![db(DbState::Available)],
-        snapshots: vec![],
+        snapshots: Seen::Observed(vec![]),
         jobs: vec![],
         log_group: Some(ObservedLogGroup {
             name: names().log_group,
@@ -239,9 +240,12 @@ fn running_tasks_must_also_be_healthy() {
     assert_eq!(p.waits[0].message, "1 of 2 tasks healthy");
 }
 
+/// Health judged before carries over while the service stays settled at the same
+/// deployment and count; a changed count makes it unknown again.
 #[test]
-fn a_steady_pass_that_did_not_list_tasks_uses_the_last_list() {
+fn a_steady_pass_that_did_not_list_tasks_uses_the_last_judgement() {
     let mut i = inst(Phase::Active);
+    i.status.replicas.desired = 2;
     let healthy = crate::model::TaskStatus {
         id: "t".into(),
         status: "RUNNING".into(),
@@ -253,6 +257,7 @@ fn a_steady_pass_that_did_not_list_tasks_uses_the_last_list() {
         arn: "arn".into(),
         image: IMAGE.into(),
         deployment_status: "COMPLETED".into(),
+        deployment_id: None,
         health_status: "HEALTHY".into(),
         tasks: vec![healthy.clone(), healthy],
         tasks_observed_at: None,
@@ -260,6 +265,9 @@ fn a_steady_pass_that_did_not_list_tasks_uses_the_last_list() {
     let mut o = world();
     o.tasks = None;
     check(&i, &o, &[], Phase::Active, true);
+    i.status.replicas.desired = 1;
+    let p = check(&i, &o, &[], Phase::Scaling, false);
+    assert_eq!(p.waits[0].message, "task health not known yet");
 }
 
 #[test]
@@ -546,7 +554,7 @@ fn delete_snapshots_the_database_before_deleting_it() {
         Phase::Deprovisioning,
         false,
     );
-    o.snapshots = vec![snapshot(SnapshotState::Creating)];
+    o.snapshots = Seen::Observed(vec![snapshot(SnapshotState::Creating)]);
     check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -554,7 +562,7 @@ fn delete_snapshots_the_database_before_deleting_it() {
         Phase::Deprovisioning,
         false,
     );
-    o.snapshots = vec![snapshot(SnapshotState::Available)];
+    o.snapshots = Seen::Observed(vec![snapshot(SnapshotState::Available)]);
     let p = check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -569,6 +577,45 @@ fn delete_snapshots_the_database_before_deleting_it() {
             final_snapshot_id: final_snapshot_id(),
         }
     );
+}
+
+/// Snapshots the observation left out are not "none": nothing is snapshotted or deleted,
+/// the plan waits and asks to look again with them.
+#[test]
+fn delete_without_observed_snapshots_decides_nothing_about_the_database() {
+    let mut o = world();
+    o.service = None;
+    o.access_points.clear();
+    o.snapshots = Seen::NotObserved;
+    let p = check(
+        &deleted(Phase::Deprovisioning),
+        &o,
+        &[],
+        Phase::Deprovisioning,
+        false,
+    );
+    assert!(p.needs_snapshots);
+    assert_eq!(p.waits[0].reason, "LookingForSnapshot");
+    // A database already being deleted needs no snapshot to be waited for.
+    o.databases = vec![db(DbState::Deleting)];
+    let p = check(
+        &deleted(Phase::Deprovisioning),
+        &o,
+        &[],
+        Phase::Deprovisioning,
+        false,
+    );
+    assert!(!p.needs_snapshots);
+}
+
+#[test]
+fn a_live_instance_needs_no_snapshots() {
+    let mut o = world();
+    o.snapshots = Seen::NotObserved;
+    let p = check(&inst(Phase::Active), &o, &[], Phase::Active, true);
+    assert!(!p.needs_snapshots);
+    assert!(!needs_snapshots(&PlanInput::new(&inst(Phase::Active))));
+    assert!(needs_snapshots(&PlanInput::new(&deleted(Phase::Active))));
 }
 
 #[test]
@@ -598,7 +645,7 @@ fn a_failed_final_snapshot_keeps_the_database() {
     let mut o = world();
     o.service = None;
     o.access_points.clear();
-    o.snapshots = vec![snapshot(SnapshotState::Failed)];
+    o.snapshots = Seen::Observed(vec![snapshot(SnapshotState::Failed)]);
     let p = check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -615,7 +662,7 @@ fn delete_removes_the_log_group_last() {
     o.service = None;
     o.access_points.clear();
     o.databases.clear();
-    o.snapshots = vec![snapshot(SnapshotState::Available)];
+    o.snapshots = Seen::Observed(vec![snapshot(SnapshotState::Available)]);
     check(
         &deleted(Phase::Deprovisioning),
         &o,
@@ -679,7 +726,7 @@ fn all_observations() -> Vec<Observed> {
                             service: s.clone(),
                             access_points: a.clone(),
                             databases: d.clone(),
-                            snapshots: f.clone(),
+                            snapshots: Seen::Observed(f.clone()),
                             log_group: l,
                             tasks: None,
                             jobs: vec![],
@@ -715,7 +762,12 @@ fn invariants_hold_for_every_combination() {
                     final_snapshot_id, ..
                 } = step
                 {
-                    let snap = o.snapshots.iter().find(|s| &s.id == final_snapshot_id);
+                    let snap = o
+                        .snapshots
+                        .observed()
+                        .expect("snapshots observed")
+                        .iter()
+                        .find(|s| &s.id == final_snapshot_id);
                     assert_eq!(snap.map(|s| s.state), Some(SnapshotState::Available));
                 }
                 if let Step::CreateService { .. } = step {
@@ -811,10 +863,27 @@ fn a_running_backup_is_followed_not_restarted() {
     let bk = backup(BackupStatus::Running, Some("job-1"));
     let mut o = world();
     o.jobs = vec![job(JobKind::Backup, "job-1", JobState::Running)];
-    o.snapshots = vec![backup_snapshot(SnapshotState::Creating)];
+    o.snapshots = Seen::Observed(vec![backup_snapshot(SnapshotState::Creating)]);
     let p = plan_with(&inst(Phase::Active), &[bk], None, &o);
     assert!(p.steps.is_empty(), "{:?}", p.steps);
     assert!(p.backups.is_empty(), "nothing changed");
+}
+
+#[test]
+fn a_backup_is_not_judged_without_its_snapshot_observed() {
+    let bk = backup(BackupStatus::Running, Some("job-1"));
+    let mut o = world();
+    o.jobs = vec![job(JobKind::Backup, "job-1", JobState::Completed)];
+    o.snapshots = Seen::NotObserved;
+    let p = plan_with(&inst(Phase::Active), std::slice::from_ref(&bk), None, &o);
+    assert!(p.steps.is_empty(), "no second snapshot: {:?}", p.steps);
+    assert!(p.backups.is_empty(), "progress unchanged until it is seen");
+    assert!(p.needs_snapshots && !p.waits.is_empty());
+    assert!(needs_snapshots(&PlanInput {
+        inst: &inst(Phase::Active),
+        backups: &[bk],
+        restore_from: None,
+    }));
 }
 
 #[test]
@@ -822,7 +891,7 @@ fn a_backup_completes_when_both_parts_are_done() {
     let bk = backup(BackupStatus::Running, Some("job-1"));
     let mut o = world();
     o.jobs = vec![job(JobKind::Backup, "job-1", JobState::Completed)];
-    o.snapshots = vec![backup_snapshot(SnapshotState::Available)];
+    o.snapshots = Seen::Observed(vec![backup_snapshot(SnapshotState::Available)]);
     let p = plan_with(&inst(Phase::Active), &[bk], None, &o);
     let done = &p.backups[0];
     assert_eq!(done.status, BackupStatus::Completed);
@@ -1224,12 +1293,15 @@ fn after_a_restore_the_superseded_data_is_snapshotted_then_retired() {
     );
     // Once the retirement snapshot exists, the old database goes.
     o.access_points.retain(|a| a.id == "fsap-2");
-    o.snapshots.push(ObservedSnapshot {
-        id: ResourceNames::retirement_snapshot(&old_db),
-        arn: "arn:ret".into(),
-        state: SnapshotState::Available,
-        db_identifier: old_db.clone(),
-    });
+    o.snapshots
+        .observed_mut()
+        .expect("snapshots observed")
+        .push(ObservedSnapshot {
+            id: ResourceNames::retirement_snapshot(&old_db),
+            arn: "arn:ret".into(),
+            state: SnapshotState::Available,
+            db_identifier: old_db.clone(),
+        });
     let p = plan_with(&i, &[], None, &o);
     assert_eq!(step_names(&p), ["DeleteDatabase"]);
     assert!(p.converged, "retirement is housekeeping");

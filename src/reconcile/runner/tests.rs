@@ -13,7 +13,7 @@ use super::{Reconciler, RunConfig};
 use crate::cloud::sim::{SimCloud, SimConfig};
 use crate::cloud::{
     ClientToken, Cloud, CloudError, CloudResult, JobRef, LogPage, LogQuery, Observed, ObservedJob,
-    ObservedTask, Step, StepOutcome, WaitingOn,
+    ObservedService, ObservedTask, Scope, Step, StepOutcome, WaitingOn,
 };
 use crate::metrics::Metrics;
 use crate::model::{
@@ -34,15 +34,25 @@ struct DenyingCloud {
 
 #[async_trait]
 impl Cloud for DenyingCloud {
-    async fn observe(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Observed>> {
+    async fn observe_scope(
+        &self,
+        keys: &[InstanceKey],
+        scope: Scope,
+    ) -> CloudResult<Vec<Observed>> {
         self.urgent_observations
             .lock()
             .unwrap()
             .push(crate::cloud::call_context().urgent);
-        self.sim.observe(keys).await
+        self.sim.observe_scope(keys, scope).await
     }
-    async fn describe_tasks(&self, key: &InstanceKey) -> CloudResult<Vec<ObservedTask>> {
-        self.sim.describe_tasks(key).await
+    async fn observe_services(
+        &self,
+        keys: &[InstanceKey],
+    ) -> CloudResult<Vec<Option<ObservedService>>> {
+        self.sim.observe_services(keys).await
+    }
+    async fn describe_tasks(&self, keys: &[InstanceKey]) -> CloudResult<Vec<Vec<ObservedTask>>> {
+        self.sim.describe_tasks(keys).await
     }
     async fn describe_jobs(&self, jobs: &[JobRef]) -> CloudResult<Vec<ObservedJob>> {
         self.sim.describe_jobs(jobs).await

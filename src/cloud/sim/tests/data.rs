@@ -160,6 +160,8 @@ fn inventory_db(cloud: &SimCloud, identifier: &str) -> DatabaseView {
 async fn until_snapshot_available(cloud: &SimCloud, k: &InstanceKey, id: &str) {
     until(cloud, k, id, |o| {
         o.snapshots
+            .observed()
+            .expect("snapshots observed")
             .iter()
             .any(|s| s.id == id && s.state == SnapshotState::Available)
             .then_some(())
@@ -221,6 +223,8 @@ async fn observation_lists_every_epoch_of_the_instance() {
     let seen = observe1(&cloud, &k).await;
     let snaps: Vec<(&str, &str)> = seen
         .snapshots
+        .observed()
+        .expect("snapshots observed")
         .iter()
         .map(|x| (x.id.as_str(), x.db_identifier.as_str()))
         .collect();
@@ -237,6 +241,8 @@ async fn observation_lists_every_epoch_of_the_instance() {
     assert_eq!(
         theirs
             .snapshots
+            .observed()
+            .expect("snapshots observed")
             .iter()
             .map(|x| x.id.as_str())
             .collect::<Vec<_>>(),
@@ -253,7 +259,7 @@ async fn update_service_switching_data_resources_is_a_new_deployment() {
     let (ap0, endpoint0) = site(&cloud, &k).await;
     until_running(&cloud, &k, 1).await;
     let first_tasks: Vec<String> = cloud
-        .describe_tasks(&k)
+        .tasks_of(&k)
         .await
         .expect("tasks")
         .into_iter()
@@ -267,7 +273,7 @@ async fn update_service_switching_data_resources_is_a_new_deployment() {
         &s.update_on(1, "wordpress:6.6", &ap0, &endpoint0),
     )
     .await;
-    assert_eq!(cloud.describe_tasks(&k).await.expect("tasks").len(), 1);
+    assert_eq!(cloud.tasks_of(&k).await.expect("tasks").len(), 1);
 
     // Switching to an access point that does not exist is refused, retryably.
     let missing = apply(
@@ -307,7 +313,7 @@ async fn update_service_switching_data_resources_is_a_new_deployment() {
             .map(drop)
     })
     .await;
-    let tasks = cloud.describe_tasks(&k).await.expect("tasks");
+    let tasks = cloud.tasks_of(&k).await.expect("tasks");
     assert_eq!(tasks.len(), 1);
     assert!(
         !first_tasks.contains(&tasks[0].id),
@@ -707,7 +713,10 @@ async fn a_full_backup_and_restore_cycle_brings_back_the_backed_up_data() {
     let seen = observe1(&cloud, &k).await;
     assert_eq!(seen.access_points.len(), 2);
     assert_eq!(seen.databases.len(), 2);
-    assert_eq!(seen.snapshots.len(), 1);
+    assert_eq!(
+        seen.snapshots.observed().expect("snapshots observed").len(),
+        1
+    );
     // The superseded epoch still holds B until the controller retires it.
     assert_eq!(cloud.directory(&n.access_point_root(None)), "B");
     assert_eq!(inventory_db(&cloud, &n.database(None)).data, "B");

@@ -78,7 +78,7 @@ async fn events_follow_the_tasks_in_order_within_the_window() {
     assert!(events.iter().all(|e| (began..=end).contains(&ms(e))));
 
     let tasks: BTreeSet<String> = cloud
-        .describe_tasks(&k)
+        .tasks_of(&k)
         .await
         .expect("tasks")
         .into_iter()
@@ -236,7 +236,7 @@ async fn stopped_tasks_keep_their_lines_until_the_group_goes() {
     .await;
     // Wait until the old task is gone, then prune it out of the service record.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while cloud.describe_tasks(&k).await.expect("tasks").len() != 1 {
+    while cloud.tasks_of(&k).await.expect("tasks").len() != 1 {
         assert!(Instant::now() < deadline, "old task never went away");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
