@@ -197,6 +197,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         reconciler: reconciler.clone(),
         sim: sim.clone(),
         retention_days: config.retention_days,
+        live_tasks: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

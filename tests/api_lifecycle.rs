@@ -80,6 +80,26 @@ async fn create_converges_through_the_platform_phases() {
     assert_eq!(st.body["tasks"].as_array().unwrap().len(), 3);
     assert_eq!(st.body["generation"], st.body["observedGeneration"]);
 
+    // A client polling status shares one live task listing (per 5 s), not one per poll.
+    let list_tasks = || {
+        srv.running()
+            .sim()
+            .stats()
+            .operations
+            .get("ecs:ListTasks")
+            .map_or(0, |op| op.calls)
+    };
+    let before = list_tasks();
+    for _ in 0..10 {
+        let polled = c.get(&format!("{path}/status")).await;
+        assert_eq!(polled.body["tasks"].as_array().unwrap().len(), 3);
+    }
+    let listings = list_tasks() - before;
+    assert!(
+        listings <= 1,
+        "10 status polls made {listings} ListTasks calls"
+    );
+
     // Exactly one of each resource in the cloud.
     let inv = srv.running().sim().inventory();
     assert_eq!(count_for(&inv, "services", "blog"), 1);

@@ -165,6 +165,7 @@ fn router_paths(srv: &TestServer) -> BTreeSet<String> {
         reconciler: r.reconciler.clone(),
         sim: r.sim.clone(),
         retention_days: 30,
+        live_tasks: Default::default(),
     };
     let debug = format!("{:?}", wpfleet::api::router(app));
     // The fallback router (404s) comes after the routes and is not a route.

@@ -1,6 +1,7 @@
 //! Instance handlers: thin. Each validates, makes one conditional store write (or read),
 //! triggers the reconciler, and renders. No planning and no mutating cloud call happens
-//! here; the one cloud read is the status endpoint's live task list (see `live_tasks`).
+//! here; the one cloud read is the status endpoint's live task list (`live_tasks`, shared
+//! between requests).
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -355,7 +356,7 @@ pub async fn status(
     InstancePath(key): InstancePath,
 ) -> Result<Response, ApiError> {
     let inst = load(&app, &key).await?;
-    let live = live_tasks(&app, &inst).await;
+    let live = app.live_tasks.of(app.cloud.as_ref(), &inst).await;
     let mut view = StatusView::new(&inst);
     if let Some((tasks, at)) = &live {
         view.tasks = tasks;
@@ -364,33 +365,6 @@ pub async fn status(
     let mut res = axum::Json(view).into_response();
     set_etag(&mut res, &inst);
     Ok(res)
-}
-
-/// How long the status endpoint waits for the live task list before it shows the last one
-/// the reconciler recorded.
-const LIVE_TASKS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// The service's tasks as ECS lists them now, for an instance that has a service. Why: the
-/// reconciler lists tasks only where it cannot know their health otherwise (ECS vouches for
-/// a completed rollout), so the list in status may be old or empty. `None` (the recorded
-/// list stands) when there is no service, or the listing failed or took too long.
-async fn live_tasks(
-    app: &AppState,
-    inst: &Instance,
-) -> Option<(Vec<crate::model::TaskStatus>, crate::model::Timestamp)> {
-    inst.status.resources.service.as_ref()?;
-    let listed = tokio::time::timeout(LIVE_TASKS_WAIT, app.cloud.tasks_of(&inst.key())).await;
-    match listed {
-        Ok(Ok(tasks)) => {
-            let tasks = tasks.iter().map(crate::reconcile::status::task_status);
-            Some((tasks.collect(), now()))
-        }
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "listing tasks for status failed; showing the recorded list");
-            None
-        }
-        Err(_) => None,
-    }
 }
 
 /// `?limit&nextToken`. `limit` is read as a string so a bad one gets our error, not serde's.

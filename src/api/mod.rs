@@ -14,6 +14,7 @@ mod events;
 pub mod extract;
 mod health;
 mod instances;
+pub mod live_tasks;
 mod logs;
 pub mod openapi;
 pub mod sim;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub sim: Option<Arc<SimCloud>>,
     /// Days the data (final snapshot, record) is kept after a delete.
     pub retention_days: u32,
+    /// The status endpoint's task listings, shared between requests.
+    pub live_tasks: Arc<live_tasks::LiveTasks>,
 }
 
 pub fn router(app: AppState) -> Router {

@@ -177,8 +177,9 @@ pub struct StatusView<'a> {
     pub deployment_status: &'a str,
     /// `HEALTHY`, `DEGRADED`, `UNHEALTHY` or `UNKNOWN` (also before the service exists).
     pub health_status: &'a str,
-    /// The service's tasks as ECS lists them at this request; when that listing fails or
-    /// takes over 2 s, as of the last pass that listed them (see `tasksObservedAt`).
+    /// The service's tasks as ECS listed them at most 5 s ago (one listing serves every
+    /// request meanwhile); when that listing fails or takes over 2 s, as of the last pass
+    /// that listed them (see `tasksObservedAt`).
     #[schema(value_type = Vec<TaskStatus>)]
     pub tasks: &'a [TaskStatus],
     /// When `tasks` were listed.

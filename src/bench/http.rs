@@ -34,6 +34,7 @@ pub async fn serve(rig: &Rig) -> anyhow::Result<Served> {
         reconciler: rig.reconciler.clone(),
         sim: Some(rig.sim.clone()),
         retention_days: 30,
+        live_tasks: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let url = format!("http://{}", listener.local_addr()?);
