@@ -17,7 +17,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::harness::{Expect, Supervisor, await_inventory, figure, seed, sized, try_send};
@@ -323,10 +323,8 @@ async fn sigkill_anywhere_loses_nothing_and_leaves_no_duplicate() {
         counts: Arc::new(Counts::default()),
     });
     let started = std::time::Instant::now();
-    let done = Arc::new(AtomicBool::new(false));
     let workload = {
         let driver = driver.clone();
-        let done = done.clone();
         tokio::spawn(async move {
             // Not all at once: instances start over the first seconds, so kills land in
             // every stage of their lifecycles.
@@ -341,13 +339,13 @@ async fn sigkill_anywhere_loses_nothing_and_leaves_no_duplicate() {
             });
             let expect: BTreeMap<_, _> =
                 futures::future::join_all(runs).await.into_iter().collect();
-            done.store(true, Ordering::SeqCst);
             expect
         })
     };
-    // The supervisor: kill at random moments until the workload is done and enough kills
-    // happened.
-    while !(done.load(Ordering::SeqCst) && sup.kills() >= min_kills) {
+    // The supervisor: kill at random moments until the workload is done (or failed: a
+    // panicking workload must fail the test, not leave it killing forever) and enough
+    // kills happened.
+    while !(workload.is_finished() && sup.kills() >= min_kills) {
         let pause = rng.random_range(300..sized(2500, 4000));
         tokio::time::sleep(Duration::from_millis(pause)).await;
         sup.kill9().await;
