@@ -224,27 +224,17 @@ impl AwsCloud {
         let listed = futures::future::try_join_all(names.iter().map(|n| self.task_arns(n))).await?;
         let arns: Vec<String> = listed.into_iter().flatten().collect();
         let mut by_group: HashMap<String, Vec<ObservedTask>> = HashMap::new();
-        for chunk in arns.chunks(TASKS_PER_CALL) {
-            let request = self
-                .clients
-                .ecs
-                .describe_tasks()
-                .cluster(&self.settings.cluster)
-                .set_tasks(Some(chunk.to_vec()))
-                .send();
-            let out = self.caller.send(DESCRIBE_TASKS, request).await?;
-            for t in out.tasks() {
-                if t.last_status() == Some("STOPPED") {
-                    continue;
-                }
-                // The task's group names its service: ListTasks already filtered by
-                // service, and the group keeps servers that ignore the filter honest.
-                if let Some(group) = t.group() {
-                    by_group
-                        .entry(group.to_owned())
-                        .or_default()
-                        .push(self.observed_task(t));
-                }
+        for t in self.describe_task_arns(&arns).await? {
+            if t.last_status() == Some("STOPPED") {
+                continue;
+            }
+            // The task's group names its service: ListTasks already filtered by
+            // service, and the group keeps servers that ignore the filter honest.
+            if let Some(group) = t.group() {
+                by_group
+                    .entry(group.to_owned())
+                    .or_default()
+                    .push(self.observed_task(&t));
             }
         }
         Ok(names
@@ -257,6 +247,24 @@ impl AwsCloud {
                 tasks
             })
             .collect())
+    }
+
+    /// DescribeTasks of `arns`, as many calls as AWS's 100 tasks per call need. Tasks ECS no
+    /// longer knows are not in the result.
+    pub(super) async fn describe_task_arns(&self, arns: &[String]) -> AwsResult<Vec<Task>> {
+        let mut tasks = Vec::new();
+        for chunk in arns.chunks(TASKS_PER_CALL) {
+            let request = self
+                .clients
+                .ecs
+                .describe_tasks()
+                .cluster(&self.settings.cluster)
+                .set_tasks(Some(chunk.to_vec()))
+                .send();
+            let out = self.caller.send(DESCRIBE_TASKS, request).await?;
+            tasks.extend(out.tasks.unwrap_or_default());
+        }
+        Ok(tasks)
     }
 
     /// ListTasks (all pages) of service `name`'s tasks meant to run.

@@ -45,10 +45,6 @@ const DESCRIBE_RESTORE_JOB: Api = Api::new("backup", "DescribeRestoreJob");
 const DESCRIBE_TASK_DEFINITION: Api = Api::new("ecs", "DescribeTaskDefinition");
 const REGISTER_TASK_DEFINITION: Api = Api::new("ecs", "RegisterTaskDefinition");
 const RUN_TASK: Api = Api::new("ecs", "RunTask");
-const DESCRIBE_TASKS: Api = Api::new("ecs", "DescribeTasks");
-
-/// DescribeTasks takes at most this many tasks.
-const TASKS_PER_CALL: usize = 100;
 /// The container of the relocation task definition.
 pub const CONTAINER: &str = "relocate";
 const VOLUME: &str = "efs-root";
@@ -346,19 +342,8 @@ impl AwsCloud {
         &self,
         arns: &[String],
     ) -> AwsResult<Vec<ObservedJob>> {
-        let mut seen = Vec::new();
-        for chunk in arns.chunks(TASKS_PER_CALL) {
-            let request = self
-                .clients
-                .ecs
-                .describe_tasks()
-                .cluster(&self.settings.cluster)
-                .set_tasks(Some(chunk.to_vec()))
-                .send();
-            let out = self.caller.send(DESCRIBE_TASKS, request).await?;
-            seen.extend(out.tasks().iter().filter_map(observed_relocation));
-        }
-        Ok(seen)
+        let tasks = self.describe_task_arns(arns).await?;
+        Ok(tasks.iter().filter_map(observed_relocation).collect())
     }
 }
 
