@@ -56,6 +56,15 @@ const CONTENT_PATH: &str = "/var/www/html/wp-content";
 /// The environment variable carrying the DB endpoint (the official image's name).
 const DB_HOST_VAR: &str = "WORDPRESS_DB_HOST";
 
+/// What differs between the task definitions wpfleet registers.
+pub(super) struct FargateTask<'a> {
+    pub cpu: &'a str,
+    pub memory: &'a str,
+    pub task_role_arn: &'a str,
+    pub container: ContainerDefinition,
+    pub volume: Volume,
+}
+
 /// What a task definition says about the data and image the tasks use: the part the
 /// reconciler compares with the spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -557,6 +566,34 @@ impl AwsCloud {
                     .map_err(|e| build_error(api, e))?,
             )
             .build();
+        let td = self
+            .register_fargate_task_definition(
+                key,
+                family,
+                FargateTask {
+                    cpu: &self.settings.task_cpu,
+                    memory: &self.settings.task_memory,
+                    task_role_arn: &self.settings.task_role_arn,
+                    container,
+                    volume,
+                },
+            )
+            .await?;
+        let arn = td.task_definition_arn().unwrap_or_default().to_owned();
+        self.lock(&self.task_defs)
+            .insert(arn.clone(), self.facts_of(&td));
+        Ok(arn)
+    }
+
+    /// RegisterTaskDefinition of a Fargate family in the tasks' network mode, run by the
+    /// task execution role and tagged with the instance (the WordPress service's and the
+    /// relocation task's).
+    pub(super) async fn register_fargate_task_definition(
+        &self,
+        key: &InstanceKey,
+        family: &str,
+        task: FargateTask<'_>,
+    ) -> AwsResult<TaskDefinition> {
         let request = self
             .clients
             .ecs
@@ -564,22 +601,21 @@ impl AwsCloud {
             .family(family)
             .network_mode(NetworkMode::Awsvpc)
             .requires_compatibilities(Compatibility::Fargate)
-            .cpu(&self.settings.task_cpu)
-            .memory(&self.settings.task_memory)
+            .cpu(task.cpu)
+            .memory(task.memory)
             .execution_role_arn(&self.settings.task_execution_role_arn)
-            .task_role_arn(&self.settings.task_role_arn)
-            .container_definitions(container)
-            .volumes(volume)
+            .task_role_arn(task.task_role_arn)
+            .container_definitions(task.container)
+            .volumes(task.volume)
             .set_tags(Some(ecs_tags(key)))
             .send();
-        let out = self.caller.send(api, request).await?;
-        let td = out
-            .task_definition
-            .ok_or_else(|| in_progress(api, "RegisterTaskDefinition returned nothing".into()))?;
-        let arn = td.task_definition_arn().unwrap_or_default().to_owned();
-        self.lock(&self.task_defs)
-            .insert(arn.clone(), self.facts_of(&td));
-        Ok(arn)
+        let out = self.caller.send(REGISTER_TASK_DEFINITION, request).await?;
+        out.task_definition.ok_or_else(|| {
+            in_progress(
+                REGISTER_TASK_DEFINITION,
+                "RegisterTaskDefinition returned nothing".into(),
+            )
+        })
     }
 
     fn container(

@@ -25,16 +25,15 @@
 //!   like an unknown AWS Backup job.
 
 use aws_sdk_ecs::types::{
-    Compatibility, ContainerDefinition, ContainerOverride, EfsAuthorizationConfig,
-    EfsAuthorizationConfigIam, EfsTransitEncryption, EfsVolumeConfiguration, LaunchType,
-    LogConfiguration, LogDriver, MountPoint, NetworkMode, Tag, Task, TaskDefinition, TaskOverride,
-    Volume,
+    ContainerDefinition, ContainerOverride, EfsAuthorizationConfig, EfsAuthorizationConfigIam,
+    EfsTransitEncryption, EfsVolumeConfiguration, LaunchType, LogConfiguration, LogDriver,
+    MountPoint, Tag, Task, TaskDefinition, TaskOverride, Volume,
 };
 use chrono::SecondsFormat;
 
 use super::AwsCloud;
 use super::call::{Api, AwsResult};
-use super::ecs::{build_error, ecs_tags, in_progress};
+use super::ecs::{FargateTask, build_error, ecs_tags, in_progress};
 use super::errors::AwsFailure;
 use crate::cloud::names::ResourceNames;
 use crate::cloud::relocate::{Window, exit_reason};
@@ -314,27 +313,19 @@ impl AwsCloud {
             )
             .log_configuration(log)
             .build();
-        let request = self
-            .clients
-            .ecs
-            .register_task_definition()
-            .family(family)
-            .network_mode(NetworkMode::Awsvpc)
-            .requires_compatibilities(Compatibility::Fargate)
-            .cpu(TASK_CPU)
-            .memory(TASK_MEMORY)
-            .execution_role_arn(&self.settings.task_execution_role_arn)
-            .task_role_arn(&self.settings.relocation_task_role_arn)
-            .container_definitions(container)
-            .volumes(volume)
-            .set_tags(Some(ecs_tags(key)))
-            .send();
-        let out = self.caller.send(api, request).await?;
-        out.task_definition
-            .as_ref()
-            .and_then(TaskDefinition::task_definition_arn)
+        let task = FargateTask {
+            cpu: TASK_CPU,
+            memory: TASK_MEMORY,
+            task_role_arn: &self.settings.relocation_task_role_arn,
+            container,
+            volume,
+        };
+        let td = self
+            .register_fargate_task_definition(key, family, task)
+            .await?;
+        td.task_definition_arn()
             .map(str::to_owned)
-            .ok_or_else(|| in_progress(api, "RegisterTaskDefinition returned nothing".into()))
+            .ok_or_else(|| in_progress(api, "RegisterTaskDefinition returned no ARN".into()))
     }
 
     /// DescribeTasks of relocation tasks by ARN; tasks ECS no longer knows are left out.
