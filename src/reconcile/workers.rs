@@ -32,6 +32,15 @@ impl State {
     fn next_waiter(&mut self) -> Option<oneshot::Sender<Worker>> {
         self.waiting.iter_mut().rev().find_map(VecDeque::pop_front)
     }
+
+    /// The next waiter; with none, the worker goes back to the pool.
+    fn next_waiter_or_free(&mut self) -> Option<oneshot::Sender<Worker>> {
+        let next = self.next_waiter();
+        if next.is_none() {
+            self.free += 1;
+        }
+        next
+    }
 }
 
 #[derive(Clone)]
@@ -107,16 +116,6 @@ impl Drop for Worker {
                 Err(mut refused) => refused.state = None,
             }
         }
-    }
-}
-
-impl State {
-    fn next_waiter_or_free(&mut self) -> Option<oneshot::Sender<Worker>> {
-        let next = self.next_waiter();
-        if next.is_none() {
-            self.free += 1;
-        }
-        next
     }
 }
 
